@@ -1,0 +1,1 @@
+"""The ``runs-fleet`` command line: inspect labels, configuration and plugins."""

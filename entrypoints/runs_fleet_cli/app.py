@@ -1,0 +1,96 @@
+"""``runs-fleet``: argument parsing and error handling around the sub-commands.
+
+``main(argv) -> int`` is what tests call; ``run()`` is the console script. Plugins
+may add sub-commands; they are loaded only when the command line asks for one that is
+not built in, which keeps ``runs-fleet --help`` fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from runs_fleet_cli import commands
+from runs_fleet_core import __version__
+from runs_fleet_core.errors import RunsFleetError
+
+EXIT_INTERNAL = 1
+BUILT_IN = {"labels", "config", "plugins"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runs-fleet",
+        description="Ephemeral self-hosted GitHub Actions runners on demand.",
+        epilog="Plugins may add more commands: 'runs-fleet plugins' lists them.",
+    )
+    parser.add_argument("--version", action="version", version=f"runs-fleet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    labels = sub.add_parser("labels", help="work with runs-on labels")
+    labels_sub = labels.add_subparsers(dest="labels_command", metavar="SUBCOMMAND", required=True)
+    explain = labels_sub.add_parser(
+        "explain", help="show the runner a runs-on label asks for, or why it is refused")
+    explain.add_argument("runs_on", metavar="RUNS_ON",
+                         help='the runs-on label, e.g. "runs-fleet=1/cpu=4/arch=arm64" '
+                              "(several labels: separate them with commas)")
+    explain.add_argument("--json", action="store_true", help="print one JSON object")
+    explain.set_defaults(handler=commands.labels_explain)
+
+    config = sub.add_parser("config", help="check the configuration")
+    config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    check = config_sub.add_parser(
+        "check", help="validate every setting for the chosen mode; exit 2 listing all problems")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(handler=commands.config_check)
+
+    plugins = sub.add_parser("plugins", help="list plugins, what they provide, and why one "
+                                             "is unavailable")
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugins.set_defaults(handler=commands.plugins_list)
+    return parser
+
+
+def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
+    from runs_fleet_cli.bootstrap import plugin_manager
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for offer in plugin_manager(os.environ).commands().commands.offers():
+        command = offer.item
+        child = sub.add_parser(command.name, help=f"{command.help} (plugin {offer.plugin})")
+        command.configure(child)
+        child.set_defaults(handler=command.run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv``; return the exit code (0 ok, 2 user error, 1 bug)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    try:
+        first = next((a for a in args_list if not a.startswith("-")), None)
+        if first is not None and first not in BUILT_IN:
+            _add_plugin_commands(parser)
+        args = parser.parse_args(args_list)
+        if not hasattr(args, "handler"):
+            parser.print_help()
+            return commands.EXIT_USAGE
+        return int(args.handler(args))
+    except RunsFleetError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return commands.EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the user gets a sentence, not a traceback
+        if os.environ.get("RUNS_FLEET_DEBUG"):
+            raise
+        sys.stderr.write(f"runs-fleet: internal error: {type(exc).__name__}: {exc}\n"
+                         "run again with RUNS_FLEET_DEBUG=1 to see the traceback, and "
+                         "please report it\n")
+        return EXIT_INTERNAL
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The built-in sub-commands: ``labels explain``, ``config check``, ``plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from runs_fleet_cli.bootstrap import label_defaults, plugin_manager, settings_from
+from runs_fleet_cli.output import emit_json, emit_table
+from runs_fleet_core.converters import make_message_converter
+from runs_fleet_core.domain.labels import describe, parse_runs_on, validate_presets
+from runs_fleet_core.domain.spec import RunnerSpec
+from runs_fleet_core.errors import ConfigError, LabelError, RunsFleetError
+from runs_fleet_core.settings import Secret
+from runs_fleet_core.wiring import check_wiring, choose_wiring
+
+EXPLAIN_FIELDS = ("run_id", "cpu_min", "cpu_max", "ram_min", "ram_max", "arch", "os",
+                  "families", "gen", "disk_gib", "pool", "spot", "backend", "private",
+                  "preset", "label", "labels")
+EXIT_USAGE = 2
+
+
+def spec_as_dict(spec: RunnerSpec) -> dict[str, Any]:
+    raw = make_message_converter().unstructure(spec)
+    return {name: raw[name] for name in EXPLAIN_FIELDS}
+
+
+def labels_explain(args: argparse.Namespace) -> int:
+    """Print the spec a ``runs-on`` value resolves to, or why it is refused."""
+    env = os.environ
+    try:
+        defaults = label_defaults(settings_from(env, plugin_manager(env), require=False))
+        labels = [part.strip() for part in args.runs_on.split(",")] if "," in args.runs_on \
+            else [args.runs_on]
+        spec = parse_runs_on(labels, defaults=defaults)
+        if spec is None:
+            raise LabelError("no label starts with 'runs-fleet=': runs-fleet ignores this "
+                             "job; start the label with runs-fleet=${{ github.run_id }}")
+    except RunsFleetError as exc:
+        if args.json:
+            emit_json({"error": str(exc)})
+        else:
+            sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    if args.json:
+        emit_json(spec_as_dict(spec))
+    else:
+        sys.stdout.write(describe(spec) + "\n\n")
+        emit_table([("field", "value")] + [(k, _show(v)) for k, v in spec_as_dict(spec).items()])
+    return 0
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value)) or "-"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def config_check(args: argparse.Namespace) -> int:
+    """Check the whole configuration for the chosen mode; list every problem."""
+    env = os.environ
+    plugins = plugin_manager(env)
+    try:
+        settings = settings_from(env, plugins, require=True)
+        problems = check_wiring(settings, plugins.adapters())
+        problems += validate_presets(settings.get("RUNS_FLEET_PRESETS", {}),
+                                     defaults=label_defaults(settings))
+        if problems:
+            raise ConfigError(problems)
+    except RunsFleetError as exc:
+        if args.json:
+            emit_json({"ok": False, "problems": getattr(exc, "problems", [str(exc)])})
+        else:
+            sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    wiring = choose_wiring(settings)
+    if args.json:
+        emit_json({"ok": True, "mode": settings.mode, "wiring": make_message_converter().unstructure(wiring),
+                   "warnings": list(settings.warnings)})
+        return 0
+    for warning in settings.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    sys.stdout.write(f"configuration OK for mode {settings.mode}\n")
+    emit_table([("setting", "value", "from")] + [
+        (name, "(secret)" if _secret(value) else _show(value), settings.sources.get(name, ""))
+        for name, value in sorted(settings.values.items())
+        if settings.sources.get(name) != "default" or value not in (None, [], {})
+    ])
+    return 0
+
+
+def _secret(value: object) -> bool:
+    return isinstance(value, Secret)
+
+
+def plugins_list(args: argparse.Namespace) -> int:
+    """List every discovered plugin, its version, what it provides, or why it can't load."""
+    statuses = plugin_manager(os.environ).statuses()
+    if args.json:
+        emit_json([make_message_converter().unstructure(s) for s in statuses])
+        return 0
+    emit_table([("plugin", "version", "status", "provides")] + [
+        (s.name, s.version, "available" if s.available else f"unavailable: {s.reason}",
+         ", ".join(s.provides) or "-")
+        for s in statuses
+    ])
+    return 0

@@ -1,0 +1,58 @@
+"""Development tasks. ``nox -s tests`` sets up everything it needs and runs the suite."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = False
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PLUGINS = ["plugins/local"]
+
+
+def _install_project(session: nox.Session, *groups: str) -> None:
+    session.install("--upgrade", "pip")
+    editable = ["-e", "."]
+    for plugin in PLUGINS:
+        editable += ["-e", plugin]
+    session.install(*editable)
+    for group in groups:
+        session.install(*nox.project.dependency_groups(PYPROJECT, group))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite: unit, contract and integration tests."""
+    _install_project(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff, and the import contracts that keep the hexagon a hexagon."""
+    _install_project(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy: strict on runs_fleet_core, checked everywhere else."""
+    _install_project(session, "typecheck")
+    session.run("mypy", "runs_fleet_core", "entrypoints/runs_fleet_cli",
+                "plugins/local/src/runs_fleet_local")
+
+
+@nox.session(venv_backend="none")
+def dev(session: nox.Session) -> None:
+    """Create .venv with runs-fleet and every plugin installed in editable mode."""
+    session.run("python3", "-m", "venv", ".venv")
+    pip = [".venv/bin/python", "-m", "pip", "install", "--quiet"]
+    session.run(*pip, "--upgrade", "pip")
+    editable = [arg for plugin in PLUGINS for arg in ("-e", plugin)]
+    session.run(*pip, "-e", ".", *editable,
+                *nox.project.dependency_groups(PYPROJECT, "test", "lint", "typecheck"))
+    session.log("ready: source .venv/bin/activate && runs-fleet --help")

@@ -1,0 +1,96 @@
+"""What the core knows about runners: results of creation, observed state, config.
+
+These are the values that cross the Provider, PoolProvider and ConfigStore ports.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import attrs
+
+from runs_fleet_core.domain.ids import JobId, RunnerId
+
+
+class RunnerPhase(enum.StrEnum):
+    """A runner's life as the provider sees it, the same words for every backend."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    TERMINATED = "terminated"
+    UNKNOWN = "unknown"
+
+
+@attrs.frozen(kw_only=True)
+class RunnerResult:
+    """A runner a provider created (or found already created for the same job)."""
+
+    runner_id: RunnerId
+    provider: str
+    details: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class RunnerState:
+    """A runner as a provider observed it.
+
+    ``job_id`` is what the runner was launched for (from its tags or labels), ``None``
+    for a warm-pool runner that has no job yet.
+    """
+
+    runner_id: RunnerId
+    phase: RunnerPhase
+    provider: str
+    launched_at: datetime | None = None
+    job_id: JobId | None = None
+    pool: str | None = None
+    details: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class PoolRunner:
+    """One member of a warm pool.
+
+    ``idle_since`` is when it last became free (``None`` when unknown); whether it is
+    busy is never taken from here but from the StateStore's runner assignments.
+    """
+
+    runner_id: RunnerId
+    pool: str
+    phase: RunnerPhase
+    idle_since: datetime | None = None
+    instance_type: str | None = None
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class RunnerConfig:
+    """What an agent needs to register and run exactly one job.
+
+    ``jit_config`` is GitHub's just-in-time runner configuration: a secret. ``repr`` is
+    redacted so that logging a config never prints it.
+    """
+
+    runner_name: str
+    job_id: JobId
+    repository: str
+    jit_config: str
+    labels: tuple[str, ...] = ()
+    settings: dict[str, str] = attrs.field(factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"RunnerConfig(runner_name={self.runner_name!r}, job_id={self.job_id!r}, "
+            f"repository={self.repository!r}, jit_config='***')"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class RunnerAssignment:
+    """The StateStore's record that ``runner_id`` serves ``job_id``: the busy signal."""
+
+    runner_id: RunnerId
+    job_id: JobId
+    assigned_at: datetime

@@ -1,0 +1,73 @@
+"""The GitHub port: the few API calls runs-fleet needs, behind one interface.
+
+The adapter caches installation tokens until shortly before they expire, retries with
+bounded backoff, honours ``Retry-After`` on 403/429, and raises ``GitHubError`` with
+``retryable`` set accordingly. Tokens and JIT configs never appear in its errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from runs_fleet_core.domain.ids import JobId
+
+
+@attrs.frozen(kw_only=True)
+class GitHubRunner:
+    runner_id: int
+    name: str
+    busy: bool
+    status: str
+    labels: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class JitConfig:
+    """A just-in-time runner registration: binds one runner to one job. Secret."""
+
+    runner_id: int
+    encoded: str
+
+    def __repr__(self) -> str:
+        return f"JitConfig(runner_id={self.runner_id}, encoded='***')"
+
+
+@attrs.frozen(kw_only=True)
+class JobStatusReport:
+    """GitHub's view of a job: ``status`` (queued, in_progress, completed, waiting)
+    and ``conclusion`` once completed."""
+
+    job_id: JobId
+    status: str
+    conclusion: str | None = None
+    runner_name: str | None = None
+
+
+@runtime_checkable
+class GitHub(Protocol):
+    async def create_jit_config(
+        self, repository: str, *, runner_name: str, labels: Sequence[str]
+    ) -> JitConfig:
+        """A JIT config for an ephemeral runner named ``runner_name``.
+
+        If an idle runner of that name is already registered (a re-delivery after a
+        crash), it is replaced, so calling twice never fails and never leaves two.
+        """
+        ...
+
+    async def registration_token(self, repository: str) -> str:
+        """A registration token: the fallback where JIT configs are unavailable."""
+        ...
+
+    async def list_runners(self, repository: str) -> Sequence[GitHubRunner]: ...
+
+    async def delete_runner(self, repository: str, runner_id: int) -> None:
+        """Deregister a runner. Deleting one already gone is not an error."""
+        ...
+
+    async def get_job(self, repository: str, job_id: JobId) -> JobStatusReport:
+        """The job's current status as GitHub knows it."""
+        ...

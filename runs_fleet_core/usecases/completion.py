@@ -1,0 +1,121 @@
+"""Completion: webhooks and agent reports move a job to running and to its end.
+
+``in_progress`` marks the job running and checks that the runner GitHub chose is the
+one launched for it (a mismatch is recorded and counted); ``completed`` and the agent's
+final report end the job, delete its runner config and free its warm-pool runner. A
+spot interruption requeues the job once, on-demand, with its original labels.
+Everything here is idempotent: webhooks arrive late, twice or out of order.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from runs_fleet_core.domain.ids import JobId, RunnerId, runner_name_for
+from runs_fleet_core.domain.job import Job, JobStatus
+from runs_fleet_core.domain.messages import AgentEvent, AgentReport, JobMessage, WorkflowJobEvent
+from runs_fleet_core.errors import ConflictError
+from runs_fleet_core.ports import Clock, ConfigStore, Metrics, Queue, StateStore
+
+
+class CompletionOutcome(enum.StrEnum):
+    UPDATED = "updated"
+    REQUEUED = "requeued"
+    UNCHANGED = "unchanged"
+    UNKNOWN_JOB = "unknown_job"
+
+
+@attrs.define(kw_only=True)
+class Completion:
+    state: StateStore
+    configs: ConfigStore
+    queue: Queue
+    clock: Clock
+    metrics: Metrics
+    max_conflicts: int = 5
+
+    async def job_started(self, event: WorkflowJobEvent) -> CompletionOutcome:
+        """Handle ``in_progress``: the job runs on ``event.runner_name``."""
+        return await self._move(event.job_id, JobStatus.RUNNING, runner_name=event.runner_name)
+
+    async def job_finished(self, event: WorkflowJobEvent) -> CompletionOutcome:
+        """Handle ``completed``: the job ended with ``event.conclusion``."""
+        status = JobStatus.CANCELLED if event.conclusion == "cancelled" else JobStatus.COMPLETED
+        return await self._move(event.job_id, status, reason=f"conclusion: {event.conclusion}")
+
+    async def agent_reported(self, report: AgentReport) -> CompletionOutcome:
+        """Handle the agent's own account of its job."""
+        if report.event is AgentEvent.STARTED:
+            return await self._move(report.job_id, JobStatus.RUNNING,
+                                    runner_name=report.runner_name)
+        if report.event is AgentEvent.INTERRUPTED:
+            return await self._requeue(report.job_id, report.detail or "runner interrupted")
+        if report.event is AgentEvent.FAILED:
+            return await self._move(report.job_id, JobStatus.FAILED,
+                                    reason=f"runner failed: {report.detail or report.exit_code}")
+        return await self._move(report.job_id, JobStatus.COMPLETED, reason="runner finished")
+
+    async def _move(
+        self, job_id: JobId, status: JobStatus, *, reason: str | None = None,
+        runner_name: str | None = None,
+    ) -> CompletionOutcome:
+        for _ in range(self.max_conflicts):
+            job = await self.state.get_job(job_id)
+            if job is None:
+                return CompletionOutcome.UNKNOWN_JOB
+            if job.status is status or not job.can_become(status):
+                return CompletionOutcome.UNCHANGED
+            if runner_name is not None:
+                self._check_runner(job, runner_name)
+            moved = job.transition(status, at=self.clock.now(), reason=reason,
+                                   claim_owner=None, claim_expires_at=None)
+            try:
+                await self.state.put_job(moved, expect_version=job.version)
+            except ConflictError:
+                continue
+            if status.final:
+                await self._clean_up(moved)
+            self._observe(moved)
+            return CompletionOutcome.UPDATED
+        raise ConflictError(f"job {job_id} kept changing while being updated; try again")
+
+    def _check_runner(self, job: Job, runner_name: str) -> None:
+        if job.runner_name is not None and job.runner_name != runner_name:
+            self.metrics.increment("runner_mismatches")
+
+    async def _clean_up(self, job: Job) -> None:
+        """Delete the job's runner config and free its warm runner, whatever path it took."""
+        await self.configs.delete(RunnerId(runner_name_for(job.job_id, job.attempt)))
+        if job.runner_id is not None:
+            await self.configs.delete(job.runner_id)
+            await self.state.release_runner(job.runner_id, job.job_id)
+
+    def _observe(self, job: Job) -> None:
+        self.metrics.increment("jobs_" + job.status.value)
+        queued, entered = job.entered(JobStatus.QUEUED), job.entered(job.status)
+        if job.status is JobStatus.RUNNING and queued and entered:
+            self.metrics.observe("job_start_seconds", (entered - queued).total_seconds())
+
+    async def _requeue(self, job_id: JobId, why: str) -> CompletionOutcome:
+        """Requeue an interrupted job once, on-demand, keeping its labels and spec."""
+        job = await self.state.get_job(job_id)
+        if job is None:
+            return CompletionOutcome.UNKNOWN_JOB
+        if job.spec is None or not job.can_become(JobStatus.REQUEUED):
+            return CompletionOutcome.UNCHANGED
+        if job.attempt > 1 or not job.spec.spot:
+            return await self._move(job_id, JobStatus.FAILED, reason=f"runner lost again: {why}")
+        await self._clean_up(job)
+        spec = job.spec.on_demand().for_job(job.job_id, job.repository, job.attempt + 1)
+        now = self.clock.now()
+        requeued = job.transition(JobStatus.REQUEUED, at=now, reason=why, spec=spec,
+                                  attempt=spec.attempt, runner_id=None, runner_name=None,
+                                  claim_owner=None, claim_expires_at=None)
+        stored = await self.state.put_job(requeued, expect_version=job.version)
+        await self.queue.send(JobMessage(job_id=job.job_id, run_id=job.run_id,
+                                         repository=job.repository, spec=spec,
+                                         attempt=spec.attempt, enqueued_at=now))
+        self.metrics.increment("jobs_requeued")
+        return CompletionOutcome.REQUEUED if stored else CompletionOutcome.UNCHANGED

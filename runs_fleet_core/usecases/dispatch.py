@@ -1,0 +1,239 @@
+"""Dispatch: one job message becomes exactly one runner bound to that job.
+
+Steps: read the job → claim it (a conditional write with an expiring claim) → take a
+warm-pool runner if the label names a pool and one is idle (an atomic assignment) or
+else get a JIT config, store it, and create a runner through the Provider → record the
+runner → acknowledge. Every step is idempotent and guarded by the job's stored state,
+so a crash anywhere leaves a state that the re-delivered message completes without a
+second runner: runner names derive from job id and attempt, and providers treat a
+second create with the same name as the first.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Mapping
+from datetime import timedelta
+
+import attrs
+
+from runs_fleet_core.domain.ids import JobId, RunnerId, runner_name_for
+from runs_fleet_core.domain.job import Job, JobStatus
+from runs_fleet_core.domain.messages import JobMessage
+from runs_fleet_core.domain.runner import RunnerConfig, RunnerPhase
+from runs_fleet_core.domain.spec import RunnerSpec
+from runs_fleet_core.errors import AdapterError, ConflictError
+from runs_fleet_core.ports import (
+    Clock,
+    ConfigStore,
+    Delivery,
+    GitHub,
+    Metrics,
+    PoolProvider,
+    Provider,
+    Queue,
+    StateStore,
+)
+
+
+class DispatchOutcome(enum.StrEnum):
+    LAUNCHED = "launched"
+    WARM = "warm"
+    ALREADY_DONE = "already_done"
+    BUSY = "busy"
+    RETRY = "retry"
+    DEAD_LETTERED = "dead_lettered"
+    FAILED = "failed"
+
+
+def backoff_delay(attempt: int, *, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**(n-1))]."""
+    return rng.uniform(0, min(cap_s, base_s * 2 ** max(attempt - 1, 0)))
+
+
+@attrs.define(kw_only=True)
+class Dispatcher:
+    """Handles deliveries of job messages. ``owner`` identifies this worker in claims."""
+
+    state: StateStore
+    queue: Queue
+    configs: ConfigStore
+    github: GitHub
+    providers: Mapping[str, Provider]
+    pool_providers: Mapping[str, PoolProvider]
+    clock: Clock
+    metrics: Metrics
+    owner: str
+    default_backend: str
+    claim_ttl_s: float = 120.0
+    max_attempts: int = 3
+    retry_base_s: float = 5.0
+    retry_cap_s: float = 300.0
+    rng: random.Random = attrs.field(factory=random.Random)
+
+    async def handle(self, delivery: Delivery) -> DispatchOutcome:
+        """Process one delivery; acknowledges, retries or dead-letters it before returning."""
+        message = delivery.message
+        job = await self._current_job(message)
+        if job is None or self._done(job, message):
+            await self.queue.ack(delivery)
+            return DispatchOutcome.ALREADY_DONE
+        now = self.clock.now()
+        if job.claim_active(now) and job.claim_owner != self.owner:
+            assert job.claim_expires_at is not None
+            wait = (job.claim_expires_at - now).total_seconds()
+            await self.queue.retry(delivery, max(wait, 1.0))
+            return DispatchOutcome.BUSY
+        try:
+            job = await self._claim(job)
+            outcome = await self._launch(job)
+        except ConflictError:
+            await self.queue.retry(delivery, self._delay(delivery))
+            return DispatchOutcome.BUSY
+        except AdapterError as exc:
+            return await self._failed(delivery, message.job_id, exc)
+        await self.queue.ack(delivery)
+        return outcome
+
+    async def _current_job(self, message: JobMessage) -> Job | None:
+        job = await self.state.get_job(message.job_id)
+        if job is not None:
+            return job
+        created = Job.new(job_id=message.job_id, run_id=message.run_id,
+                          repository=message.repository, at=self.clock.now(),
+                          spec=message.spec)
+        try:
+            return await self.state.put_job(created, expect_version=None)
+        except ConflictError:
+            return await self.state.get_job(message.job_id)
+
+    @staticmethod
+    def _done(job: Job, message: JobMessage) -> bool:
+        """Nothing left to do: final, superseded, running, or launched already."""
+        if job.final or job.attempt > message.attempt or job.status is JobStatus.RUNNING:
+            return True
+        return job.status is JobStatus.LAUNCHING and job.runner_id is not None
+
+    async def _claim(self, job: Job) -> Job:
+        now = self.clock.now()
+        lease = {"claim_owner": self.owner,
+                 "claim_expires_at": now + timedelta(seconds=self.claim_ttl_s)}
+        if job.status in (JobStatus.QUEUED, JobStatus.REQUEUED):
+            claimed = job.transition(JobStatus.CLAIMED, at=now, **lease)
+        else:  # claimed or launching by an owner whose claim expired (or by us)
+            claimed = attrs.evolve(job, **lease)  # type: ignore[arg-type]
+        return await self.state.put_job(claimed, expect_version=job.version)
+
+    async def _launch(self, job: Job) -> DispatchOutcome:
+        assert job.spec is not None
+        backend = job.backend or job.spec.backend or self.default_backend
+        if job.spec.pool and (warm := await self._take_warm(job, backend)) is not None:
+            return warm
+        provider = self.providers.get(backend)
+        if provider is None:
+            raise AdapterError(f"backend {backend!r} is not available in this deployment",
+                               retryable=False)
+        name = runner_name_for(job.job_id, job.attempt)
+        await self._store_config(job, job.spec, RunnerId(name), name)
+        if job.status is JobStatus.CLAIMED:
+            job = await self._save(job.transition(JobStatus.LAUNCHING, at=self.clock.now(),
+                                                  runner_name=name, backend=backend), job)
+        result = await provider.create_runner(job.spec, runner_name=name)
+        await self._save(attrs.evolve(job, runner_id=result.runner_id), job)
+        self.metrics.increment("runners_launched", labels={"backend": backend})
+        return DispatchOutcome.LAUNCHED
+
+    async def _take_warm(self, job: Job, backend: str) -> DispatchOutcome | None:
+        """Bind an idle pool runner to the job; ``None`` when none is free."""
+        assert job.spec is not None and job.spec.pool is not None
+        pools = self.pool_providers.get(backend)
+        if pools is None:
+            return None
+        runner_id = await self._find_assignment(job.job_id)
+        if runner_id is None:
+            runner_id = await self._assign_idle(pools, job)
+        if runner_id is None:
+            self.metrics.increment("pool_misses", labels={"pool": job.spec.pool})
+            return None
+        name = runner_name_for(job.job_id, job.attempt)
+        await self._store_config(job, job.spec, runner_id, name)
+        await pools.start_runners([runner_id])
+        launching = job.transition(JobStatus.LAUNCHING, at=self.clock.now(), runner_name=name,
+                                   runner_id=runner_id, backend=backend) \
+            if job.status is JobStatus.CLAIMED else attrs.evolve(job, runner_id=runner_id)
+        await self._save(launching, job)
+        self.metrics.increment("pool_hits", labels={"pool": job.spec.pool})
+        return DispatchOutcome.WARM
+
+    async def _find_assignment(self, job_id: JobId) -> RunnerId | None:
+        """The runner already bound to ``job_id`` (after a crash mid-dispatch)."""
+        for assignment in await self.state.list_assignments():
+            if assignment.job_id == job_id:
+                return assignment.runner_id
+        return None
+
+    async def _assign_idle(self, pools: PoolProvider, job: Job) -> RunnerId | None:
+        assert job.spec is not None and job.spec.pool is not None
+        runners = await pools.list_pool_runners(job.spec.pool)
+        order = {RunnerPhase.RUNNING: 0, RunnerPhase.STOPPED: 1}
+        for runner in sorted((r for r in runners if r.phase in order),
+                             key=lambda r: (order[r.phase], r.runner_id)):
+            if await self.state.assign_runner(runner.runner_id, job.job_id, self.clock.now()):
+                return runner.runner_id
+        return None
+
+    async def _store_config(self, job: Job, spec: RunnerSpec, key: RunnerId, name: str) -> None:
+        """Store the runner's JIT config, reusing one an interrupted attempt stored."""
+        existing = await self.configs.get(key)
+        if existing is not None and (existing.job_id, existing.runner_name) == (job.job_id, name):
+            return
+        jit = await self.github.create_jit_config(job.repository, runner_name=name,
+                                                  labels=spec.labels or (spec.label,))
+        await self.configs.put(key, RunnerConfig(
+            runner_name=name, job_id=job.job_id, repository=job.repository,
+            jit_config=jit.encoded, labels=spec.labels))
+
+    async def _save(self, new: Job, old: Job) -> Job:
+        return await self.state.put_job(new, expect_version=old.version)
+
+    def _delay(self, delivery: Delivery) -> float:
+        return backoff_delay(delivery.attempt, base_s=self.retry_base_s,
+                             cap_s=self.retry_cap_s, rng=self.rng)
+
+    async def _failed(self, delivery: Delivery, job_id: JobId, exc: AdapterError) -> DispatchOutcome:
+        """Undo what the failed attempt left, then retry, dead-letter or fail the job."""
+        job = await self.state.get_job(job_id)
+        await self._release(job)
+        self.metrics.increment("dispatch_errors", labels={"retryable": str(exc.retryable)})
+        if exc.retryable and delivery.attempt < self.max_attempts:
+            await self.queue.retry(delivery, self._delay(delivery))
+            return DispatchOutcome.RETRY
+        if exc.retryable:
+            await self.queue.dead_letter(delivery, f"gave up after {delivery.attempt} "
+                                                   f"attempts: {exc}")
+            return DispatchOutcome.DEAD_LETTERED
+        if job is not None and job.can_become(JobStatus.FAILED):
+            job = await self.state.get_job(job_id) or job
+            failed = job.transition(JobStatus.FAILED, at=self.clock.now(),
+                                    reason=f"could not get a runner: {exc}")
+            await self.state.put_job(failed, expect_version=job.version)
+        await self.queue.ack(delivery)
+        return DispatchOutcome.FAILED
+
+    async def _release(self, job: Job | None) -> None:
+        """Return a half-dispatched job to the queue state: config deleted, warm runner
+        released, claim dropped (failed paths must not leave an old config behind)."""
+        if job is None or job.final or job.runner_id is not None:
+            return
+        await self.configs.delete(RunnerId(runner_name_for(job.job_id, job.attempt)))
+        if (warm := await self._find_assignment(job.job_id)) is not None:
+            await self.configs.delete(warm)
+            await self.state.release_runner(warm, job.job_id)
+        if job.status in (JobStatus.CLAIMED, JobStatus.LAUNCHING):
+            queued = job.transition(JobStatus.QUEUED, at=self.clock.now(),
+                                    claim_owner=None, claim_expires_at=None)
+            try:
+                await self.state.put_job(queued, expect_version=job.version)
+            except ConflictError:
+                pass

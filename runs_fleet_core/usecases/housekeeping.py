@@ -1,0 +1,147 @@
+"""Housekeeping: find and remove what the happy path left behind.
+
+* Orphan runners: a runner the provider still has whose job is finished, unknown, or
+  served by another runner. Terminated after a grace period (a runner just launched may
+  not have its job recorded yet).
+* Stale runner configs: configs whose job is finished or unknown (they hold secrets).
+* Unsent jobs: queued jobs whose message never reached the queue (intake crashed between
+  recording and enqueueing) are enqueued again.
+* Stuck jobs: non-final jobs that stayed in one phase longer than its timeout are
+  reported, so that healing against GitHub can act on them.
+
+Only the leader runs this (the caller holds a lease): two replicas must not reap the
+same runner twice or race over the same config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+import attrs
+
+from runs_fleet_core.domain.ids import RunnerId
+from runs_fleet_core.domain.job import Job, JobStatus
+from runs_fleet_core.domain.messages import JobMessage
+from runs_fleet_core.domain.runner import RunnerPhase, RunnerState
+from runs_fleet_core.errors import AdapterError, ConflictError
+from runs_fleet_core.ports import Clock, ConfigStore, Metrics, Provider, Queue, StateStore
+
+DEFAULT_PHASE_TIMEOUTS_S: Mapping[JobStatus, float] = {
+    JobStatus.QUEUED: 900,
+    JobStatus.CLAIMED: 300,
+    JobStatus.LAUNCHING: 900,
+    JobStatus.REQUEUED: 900,
+    JobStatus.RUNNING: 6 * 3600,
+}
+
+
+@attrs.frozen(kw_only=True)
+class HousekeepingReport:
+    orphans: tuple[RunnerState, ...] = ()
+    terminated: tuple[RunnerId, ...] = ()
+    stale_configs: tuple[RunnerId, ...] = ()
+    resent: tuple[int, ...] = ()
+    stuck: tuple[Job, ...] = ()
+
+
+def is_orphan(runner: RunnerState, job: Job | None, now: datetime, grace_s: float) -> bool:
+    """Whether ``runner`` serves no live job. Pool runners without a job are not orphans
+    (pool reconciliation owns them); nothing younger than ``grace_s`` is."""
+    if runner.phase is RunnerPhase.TERMINATED or runner.job_id is None:
+        return False
+    if runner.launched_at and (now - runner.launched_at).total_seconds() < grace_s:
+        return False
+    if job is None or job.final:
+        return True
+    return job.runner_id is not None and job.runner_id != runner.runner_id
+
+
+@attrs.define(kw_only=True)
+class Housekeeper:
+    state: StateStore
+    queue: Queue
+    configs: ConfigStore
+    providers: Mapping[str, Provider]
+    clock: Clock
+    metrics: Metrics
+    orphan_grace_s: float = 600.0
+    unsent_after_s: float = 60.0
+    phase_timeouts_s: Mapping[JobStatus, float] = DEFAULT_PHASE_TIMEOUTS_S
+
+    async def run(self) -> HousekeepingReport:
+        """One pass of every chore; one failing backend does not stop the others."""
+        orphans, terminated = await self.reap_orphans()
+        return HousekeepingReport(
+            orphans=orphans,
+            terminated=terminated,
+            stale_configs=await self.delete_stale_configs(),
+            resent=await self.resend_unsent(),
+            stuck=await self.find_stuck(),
+        )
+
+    async def reap_orphans(self) -> tuple[tuple[RunnerState, ...], tuple[RunnerId, ...]]:
+        found: list[RunnerState] = []
+        terminated: list[RunnerId] = []
+        now = self.clock.now()
+        for name, provider in sorted(self.providers.items()):
+            try:
+                runners = await provider.list_runners()
+            except AdapterError:
+                self.metrics.increment("housekeeping_errors", labels={"backend": name})
+                continue
+            for runner in runners:
+                job = await self.state.get_job(runner.job_id) if runner.job_id else None
+                if not is_orphan(runner, job, now, self.orphan_grace_s):
+                    continue
+                found.append(runner)
+                try:
+                    await provider.terminate_runner(runner.runner_id)
+                except AdapterError:
+                    self.metrics.increment("housekeeping_errors", labels={"backend": name})
+                    continue
+                terminated.append(runner.runner_id)
+                self.metrics.increment("orphans_terminated", labels={"backend": name})
+        return tuple(found), tuple(terminated)
+
+    async def delete_stale_configs(self) -> tuple[RunnerId, ...]:
+        deleted = []
+        for runner_id in await self.configs.list_ids():
+            config = await self.configs.get(runner_id)
+            if config is None:
+                continue
+            job = await self.state.get_job(config.job_id)
+            if job is None or job.final:
+                await self.configs.delete(runner_id)
+                deleted.append(runner_id)
+        return tuple(deleted)
+
+    async def resend_unsent(self) -> tuple[int, ...]:
+        now = self.clock.now()
+        resent = []
+        for job in await self.state.list_jobs(status=JobStatus.QUEUED):
+            if job.enqueued_at or job.spec is None:
+                continue
+            if (now - job.created_at).total_seconds() < self.unsent_after_s:
+                continue
+            await self.queue.send(JobMessage(job_id=job.job_id, run_id=job.run_id,
+                                             repository=job.repository, spec=job.spec,
+                                             attempt=job.attempt, enqueued_at=now))
+            try:
+                await self.state.put_job(attrs.evolve(job, enqueued_at=now),
+                                         expect_version=job.version)
+            except ConflictError:
+                pass
+            resent.append(int(job.job_id))
+        return tuple(resent)
+
+    async def find_stuck(self) -> tuple[Job, ...]:
+        now = self.clock.now()
+        stuck = []
+        for status, timeout in self.phase_timeouts_s.items():
+            for job in await self.state.list_jobs(status=status):
+                since = job.entered(status) or job.created_at
+                if now - since > timedelta(seconds=timeout):
+                    stuck.append(job)
+        self.metrics.gauge("jobs_stuck", float(len(stuck)))
+        return tuple(stuck)

@@ -1,0 +1,120 @@
+"""Intake: a ``workflow_job`` ``queued`` webhook becomes a durable job message.
+
+GitHub gives a webhook about ten seconds and does not redeliver, so intake does the
+least that makes the job safe: record it, enqueue it, answer. Everything slow happens
+in dispatch. A duplicate delivery, or a second webhook for a job already taken in,
+queues nothing. A label runs-fleet cannot honour is recorded as a rejected job with a
+reason a workflow author understands, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection
+
+import attrs
+
+from runs_fleet_core.domain.ids import JobId, RunId
+from runs_fleet_core.domain.job import Job, JobStatus
+from runs_fleet_core.domain.labels import LabelDefaults, parse_runs_on
+from runs_fleet_core.domain.messages import JobMessage, WorkflowJobEvent
+from runs_fleet_core.domain.spec import RunnerSpec
+from runs_fleet_core.errors import ConflictError, LabelError
+from runs_fleet_core.ports import Clock, Metrics, Queue, StateStore
+
+
+class IntakeOutcome(enum.StrEnum):
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    IGNORED = "ignored"
+
+
+@attrs.frozen(kw_only=True)
+class IntakeResult:
+    outcome: IntakeOutcome
+    job_id: JobId
+    reason: str | None = None
+
+
+@attrs.define(kw_only=True)
+class Intake:
+    """Takes ``queued`` events in. ``backends`` are the backends this deployment
+    enables; ``default_backend`` serves labels without ``backend=``."""
+
+    state: StateStore
+    queue: Queue
+    clock: Clock
+    metrics: Metrics
+    labels: LabelDefaults
+    backends: Collection[str]
+    default_backend: str
+
+    async def take(self, event: WorkflowJobEvent) -> IntakeResult:
+        """Record and enqueue the job of a ``queued`` event (idempotent)."""
+        try:
+            spec = parse_runs_on(event.labels, defaults=self.labels)
+        except LabelError as exc:
+            spec, reason = None, f"label not accepted: {exc}"
+        else:
+            if spec is None:
+                return IntakeResult(outcome=IntakeOutcome.IGNORED, job_id=event.job_id)
+            reason = self._backend_problem(spec)
+        existing = await self.state.get_job(event.job_id)
+        if existing is not None and (existing.enqueued_at or existing.status != JobStatus.QUEUED):
+            return self._duplicate(existing)
+        job = existing or await self._record(event, spec, reason)
+        if job is None:
+            return IntakeResult(outcome=IntakeOutcome.DUPLICATE, job_id=event.job_id)
+        if job.status is JobStatus.REJECTED:
+            self.metrics.increment("jobs_rejected", labels={"repository": job.repository})
+            return IntakeResult(outcome=IntakeOutcome.REJECTED, job_id=job.job_id,
+                                reason=job.reason)
+        await self._enqueue(job)
+        return IntakeResult(outcome=IntakeOutcome.QUEUED, job_id=job.job_id)
+
+    def _backend_problem(self, spec: RunnerSpec) -> str | None:
+        backend = spec.backend or self.default_backend
+        if backend in self.backends:
+            return None
+        enabled = ", ".join(sorted(self.backends)) or "none"
+        return (f"label not accepted: backend={backend} is not enabled in this deployment "
+                f"(enabled: {enabled}); remove backend= or ask the operators to add it "
+                "to RUNS_FLEET_BACKENDS")
+
+    def _duplicate(self, job: Job) -> IntakeResult:
+        self.metrics.increment("webhooks_duplicate")
+        return IntakeResult(outcome=IntakeOutcome.DUPLICATE, job_id=job.job_id,
+                            reason=job.reason)
+
+    async def _record(
+        self, event: WorkflowJobEvent, spec: RunnerSpec | None, reason: str | None
+    ) -> Job | None:
+        """Create the job record; ``None`` if another delivery created it first."""
+        now = self.clock.now()
+        bound = spec.for_job(event.job_id, event.repository) if spec else None
+        job = Job.new(job_id=event.job_id, run_id=RunId(str(event.run_id)),
+                      repository=event.repository, at=now, spec=bound,
+                      delivery_id=event.delivery_id or None)
+        if bound is not None:
+            job = attrs.evolve(job, backend=bound.backend or self.default_backend)
+        if reason is not None:
+            job = job.transition(JobStatus.REJECTED, at=now, reason=reason)
+        try:
+            return await self.state.put_job(job, expect_version=None)
+        except ConflictError:
+            return None
+
+    async def _enqueue(self, job: Job) -> None:
+        assert job.spec is not None
+        now = self.clock.now()
+        message = JobMessage(job_id=job.job_id, run_id=job.spec.run_id,
+                             repository=job.repository, spec=job.spec,
+                             attempt=job.attempt, enqueued_at=now)
+        await self.queue.send(message)
+        self.metrics.increment("jobs_queued", labels={"backend": job.backend or ""})
+        try:
+            await self.state.put_job(attrs.evolve(job, enqueued_at=now),
+                                     expect_version=job.version)
+        except ConflictError:
+            pass  # a dispatcher moved it on already: it has the message

@@ -1,0 +1,135 @@
+"""Which adapters a deployment uses, and building them: shared by every entry point.
+
+Each entry point's composition function calls :func:`check_wiring` and
+:func:`build_adapters` with the settings and the plugin registry; this is the only place
+where a mode turns into adapter names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from runs_fleet_core.catalog import MODE_WIRING, ModeWiring
+from runs_fleet_core.errors import ConfigError, PluginError
+from runs_fleet_core.plugins.manager import install_hint
+from runs_fleet_core.plugins.registry import AdapterContext, AdapterRegistry
+from runs_fleet_core.ports import (
+    Clock,
+    ConfigStore,
+    GitHub,
+    Metrics,
+    PoolProvider,
+    Provider,
+    Queue,
+    StateStore,
+)
+from runs_fleet_core.settings import Settings
+
+
+@attrs.frozen(kw_only=True)
+class Wiring:
+    """Adapter names chosen for one deployment."""
+
+    backends: tuple[str, ...]
+    default_backend: str
+    queue: str
+    state_store: str
+    config_store: str
+    metrics: str
+    github: str
+    extra: str
+
+
+def choose_wiring(settings: Settings) -> Wiring:
+    """The adapter names for ``settings``: the mode's defaults, then overrides."""
+    mode: ModeWiring = MODE_WIRING[settings.mode]
+    backends = tuple(settings.get("RUNS_FLEET_BACKENDS") or [mode.provider])
+    return Wiring(
+        backends=backends,
+        default_backend=settings.get("RUNS_FLEET_DEFAULT_BACKEND") or backends[0],
+        queue=settings.get("RUNS_FLEET_QUEUE_ADAPTER") or mode.queue,
+        state_store=settings.get("RUNS_FLEET_STATE_ADAPTER") or mode.state_store,
+        config_store=settings.get("RUNS_FLEET_CONFIG_ADAPTER") or mode.config_store,
+        metrics=settings.get("RUNS_FLEET_METRICS_ADAPTER") or mode.metrics,
+        github=settings.get("RUNS_FLEET_GITHUB_ADAPTER") or mode.github,
+        extra=mode.extra,
+    )
+
+
+def check_wiring(settings: Settings, registry: AdapterRegistry) -> list[str]:
+    """Every adapter the settings need that no installed plugin offers, as messages."""
+    wiring = choose_wiring(settings)
+    problems = []
+    if wiring.default_backend not in wiring.backends:
+        problems.append(f"RUNS_FLEET_DEFAULT_BACKEND={wiring.default_backend} is not one "
+                        f"of RUNS_FLEET_BACKENDS ({', '.join(wiring.backends)})")
+    wanted = [(registry.providers, b) for b in wiring.backends] + [
+        (registry.queues, wiring.queue),
+        (registry.state_stores, wiring.state_store),
+        (registry.config_stores, wiring.config_store),
+        (registry.metrics, wiring.metrics),
+        (registry.github_clients, wiring.github),
+    ]
+    hint = install_hint(f"runs-fleet-{wiring.extra}")
+    for table, name in wanted:
+        if name not in table.names():
+            problems.append(f"mode {settings.mode} needs the {table.kind} {name!r}, which no "
+                            f"installed plugin offers: {hint}")
+    return problems
+
+
+@attrs.frozen(kw_only=True)
+class Adapters:
+    """One instance of every port a process needs."""
+
+    providers: Mapping[str, Provider]
+    pool_providers: Mapping[str, PoolProvider]
+    queue: Queue
+    state: StateStore
+    configs: ConfigStore
+    github: GitHub
+    metrics: Metrics
+    clock: Clock
+    wiring: Wiring
+
+
+def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) -> Adapters:
+    """Build each adapter once. Raises ``ConfigError`` naming every missing one."""
+    if problems := check_wiring(settings, registry):
+        raise ConfigError(problems)
+    wiring = choose_wiring(settings)
+    try:
+        bare = AdapterContext(settings=settings, clock=clock,
+                              metrics=registry.metrics.get(wiring.metrics)(
+                                  AdapterContext(settings=settings, clock=clock,
+                                                 metrics=_NullMetrics())))
+        return Adapters(
+            providers={b: registry.providers.get(b)(bare) for b in wiring.backends},
+            pool_providers={b: registry.pool_providers.get(b)(bare)
+                            for b in wiring.backends if b in registry.pool_providers.names()},
+            queue=registry.queues.get(wiring.queue)(bare),
+            state=registry.state_stores.get(wiring.state_store)(bare),
+            configs=registry.config_stores.get(wiring.config_store)(bare),
+            github=registry.github_clients.get(wiring.github)(bare),
+            metrics=bare.metrics,
+            clock=clock,
+            wiring=wiring,
+        )
+    except PluginError as exc:
+        raise ConfigError([str(exc)]) from exc
+
+
+class _NullMetrics:
+    """What a metrics sink's own factory sees as metrics: nothing to report to yet."""
+
+    def increment(self, name: str, value: float = 1.0,
+                  labels: Mapping[str, str] | None = None) -> None:
+        return None
+
+    def gauge(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        return None
+
+    def observe(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        return None
