@@ -8,13 +8,14 @@ where a mode turns into adapter names.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
 from runs_fleet_core.catalog import MODE_WIRING, ModeWiring
 from runs_fleet_core.errors import ConfigError, PluginError
 from runs_fleet_core.plugins.manager import install_hint
-from runs_fleet_core.plugins.registry import AdapterContext, AdapterRegistry
+from runs_fleet_core.plugins.registry import AdapterContext, AdapterRegistry, NamedOffers
 from runs_fleet_core.ports import (
     Clock,
     ConfigStore,
@@ -65,7 +66,9 @@ def check_wiring(settings: Settings, registry: AdapterRegistry) -> list[str]:
     if wiring.default_backend not in wiring.backends:
         problems.append(f"RUNS_FLEET_DEFAULT_BACKEND={wiring.default_backend} is not one "
                         f"of RUNS_FLEET_BACKENDS ({', '.join(wiring.backends)})")
-    wanted = [(registry.providers, b) for b in wiring.backends] + [
+    wanted: list[tuple[NamedOffers[Any], str]] = [
+        (registry.providers, b) for b in wiring.backends
+    ] + [
         (registry.queues, wiring.queue),
         (registry.state_stores, wiring.state_store),
         (registry.config_stores, wiring.config_store),

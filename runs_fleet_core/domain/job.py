@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 import attrs
 
@@ -132,7 +133,7 @@ class Job:
         return status in ALLOWED_TRANSITIONS[self.status]
 
     def transition(
-        self, status: JobStatus, *, at: datetime, reason: str | None = None, **changes: object
+        self, status: JobStatus, *, at: datetime, reason: str | None = None, **changes: Any
     ) -> Job:
         """This job in ``status`` from ``at`` on, with ``changes`` applied.
 
@@ -144,14 +145,14 @@ class Job:
                 f"job {self.job_id} cannot go from {self.status} to {status}"
             )
         entry = PhaseChange(status=status, at=at, reason=reason)
-        fields: dict[str, object] = {
+        fields: dict[str, Any] = {
             "status": status,
             "timeline": (*self.timeline, entry),
             **changes,
         }
         if reason is not None:
             fields["reason"] = reason
-        return attrs.evolve(self, **fields)  # type: ignore[misc]
+        return attrs.evolve(self, **fields)
 
     def entered(self, status: JobStatus) -> datetime | None:
         """When the job last entered ``status`` (``None`` if it never did)."""

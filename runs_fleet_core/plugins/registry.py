@@ -50,8 +50,8 @@ class Offer(Generic[T]):
     item: T
 
 
-class _Named(Generic[T]):
-    """Name → offer, refusing duplicates."""
+class NamedOffers(Generic[T]):
+    """Name → offer of one kind, refusing a name offered twice."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -96,13 +96,13 @@ class AdapterRegistry:
 
     def __init__(self) -> None:
         self.plugin = "?"
-        self.providers: _Named[Factory[Provider]] = _Named("provider")
-        self.pool_providers: _Named[Factory[PoolProvider]] = _Named("pool provider")
-        self.queues: _Named[Factory[Queue]] = _Named("queue")
-        self.state_stores: _Named[Factory[StateStore]] = _Named("state store")
-        self.config_stores: _Named[Factory[ConfigStore]] = _Named("config store")
-        self.metrics: _Named[Factory[Metrics]] = _Named("metrics sink")
-        self.github_clients: _Named[Factory[GitHub]] = _Named("GitHub client")
+        self.providers: NamedOffers[Factory[Provider]] = NamedOffers("provider")
+        self.pool_providers: NamedOffers[Factory[PoolProvider]] = NamedOffers("pool provider")
+        self.queues: NamedOffers[Factory[Queue]] = NamedOffers("queue")
+        self.state_stores: NamedOffers[Factory[StateStore]] = NamedOffers("state store")
+        self.config_stores: NamedOffers[Factory[ConfigStore]] = NamedOffers("config store")
+        self.metrics: NamedOffers[Factory[Metrics]] = NamedOffers("metrics sink")
+        self.github_clients: NamedOffers[Factory[GitHub]] = NamedOffers("GitHub client")
 
     def add_provider(self, name: str, factory: Factory[Provider]) -> None:
         """Offer a compute backend; ``name`` is what ``backend=<name>`` selects."""
@@ -149,7 +149,7 @@ class Command:
 class CommandRegistry:
     def __init__(self) -> None:
         self.plugin = "?"
-        self.commands: _Named[Command] = _Named("command")
+        self.commands: NamedOffers[Command] = NamedOffers("command")
 
     def add(self, command: Command) -> None:
         self.commands.add(command.name, command, self.plugin)
@@ -158,7 +158,7 @@ class CommandRegistry:
 class SettingsRegistry:
     def __init__(self) -> None:
         self.plugin = "?"
-        self.settings: _Named[Setting] = _Named("setting")
+        self.settings: NamedOffers[Setting] = NamedOffers("setting")
 
     def add(self, setting: Setting) -> None:
         self.settings.add(setting.name, setting, self.plugin)

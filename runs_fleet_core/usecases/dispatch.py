@@ -117,29 +117,30 @@ class Dispatcher:
 
     async def _claim(self, job: Job) -> Job:
         now = self.clock.now()
-        lease = {"claim_owner": self.owner,
-                 "claim_expires_at": now + timedelta(seconds=self.claim_ttl_s)}
+        expires = now + timedelta(seconds=self.claim_ttl_s)
         if job.status in (JobStatus.QUEUED, JobStatus.REQUEUED):
-            claimed = job.transition(JobStatus.CLAIMED, at=now, **lease)
+            claimed = job.transition(JobStatus.CLAIMED, at=now, claim_owner=self.owner,
+                                     claim_expires_at=expires)
         else:  # claimed or launching by an owner whose claim expired (or by us)
-            claimed = attrs.evolve(job, **lease)  # type: ignore[arg-type]
+            claimed = attrs.evolve(job, claim_owner=self.owner, claim_expires_at=expires)
         return await self.state.put_job(claimed, expect_version=job.version)
 
     async def _launch(self, job: Job) -> DispatchOutcome:
-        assert job.spec is not None
-        backend = job.backend or job.spec.backend or self.default_backend
-        if job.spec.pool and (warm := await self._take_warm(job, backend)) is not None:
+        spec = job.spec
+        assert spec is not None
+        backend = job.backend or spec.backend or self.default_backend
+        if spec.pool and (warm := await self._take_warm(job, backend)) is not None:
             return warm
         provider = self.providers.get(backend)
         if provider is None:
             raise AdapterError(f"backend {backend!r} is not available in this deployment",
                                retryable=False)
         name = runner_name_for(job.job_id, job.attempt)
-        await self._store_config(job, job.spec, RunnerId(name), name)
+        await self._store_config(job, spec, RunnerId(name), name)
         if job.status is JobStatus.CLAIMED:
             job = await self._save(job.transition(JobStatus.LAUNCHING, at=self.clock.now(),
                                                   runner_name=name, backend=backend), job)
-        result = await provider.create_runner(job.spec, runner_name=name)
+        result = await provider.create_runner(spec, runner_name=name)
         await self._save(attrs.evolve(job, runner_id=result.runner_id), job)
         self.metrics.increment("runners_launched", labels={"backend": backend})
         return DispatchOutcome.LAUNCHED

@@ -52,6 +52,7 @@ class Intake:
 
     async def take(self, event: WorkflowJobEvent) -> IntakeResult:
         """Record and enqueue the job of a ``queued`` event (idempotent)."""
+        reason: str | None
         try:
             spec = parse_runs_on(event.labels, defaults=self.labels)
         except LabelError as exc:
