@@ -72,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = next((a for a in args_list if not a.startswith("-")), None)
         if first is not None and first not in BUILT_IN:
             _add_plugin_commands(parser)
-        args = parser.parse_args(args_list)
+        try:
+            args = parser.parse_args(args_list)
+        except SystemExit as exit_:  # --help, --version and usage errors
+            return exit_.code if isinstance(exit_.code, int) else commands.EXIT_USAGE
         if not hasattr(args, "handler"):
             parser.print_help()
             return commands.EXIT_USAGE

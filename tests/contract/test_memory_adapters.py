@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 import pytest
 
 from runs_fleet_core.domain.ids import JobId, RunId, RunnerId
+from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.domain.pool import PoolConfig
-from runs_fleet_core.domain.runner import RunnerConfig, RunnerPhase
+from runs_fleet_core.domain.runner import RunnerConfig
 from runs_fleet_core.domain.spec import RunnerSpec
 from runs_fleet_core.errors import GitHubError, NotFoundError, ProviderError
 from runs_fleet_core.ports import (
@@ -85,9 +86,7 @@ class TestMemoryQueue(QueueContract):
         self, queue: MemoryQueue
     ) -> None:
         spec = RunnerSpec(run_id=RunId("1"), label="x", labels=(object(),))  # type: ignore[arg-type]
-        bad = job_message(1).__class__(
-            job_id=JobId(1), run_id=RunId("1"), repository="o/r", spec=spec
-        )
+        bad = JobMessage(job_id=JobId(1), run_id=RunId("1"), repository="o/r", spec=spec)
         with pytest.raises(TypeError):
             await queue.send(bad)
         assert queue.pending_count() == 0
@@ -233,7 +232,7 @@ class TestManualClockAndMetrics:
 
     def test_the_clock_refuses_naive_times_and_going_backwards_by_advance(self) -> None:
         with pytest.raises(ValueError):
-            ManualClock(datetime(2026, 1, 1))  # noqa: DTZ001
+            ManualClock(datetime(2026, 1, 1))
         with pytest.raises(ValueError):
             ManualClock().advance(-1)
 
@@ -275,13 +274,16 @@ def test_every_memory_adapter_satisfies_its_port() -> None:
     assert isinstance(RecordingMetrics(), Metrics)
 
 
-def test_a_config_that_cannot_be_serialized_is_refused() -> None:
-    import asyncio
-
+async def test_a_config_that_cannot_be_serialized_is_refused() -> None:
     store = MemoryConfigStore()
+    settings: dict[str, object] = {"k": object()}
     config = RunnerConfig(
-        runner_name="r", job_id=JobId(1), repository="o/r", jit_config="x",
-        settings={"k": object()},  # type: ignore[dict-item]
+        runner_name="r",
+        job_id=JobId(1),
+        repository="o/r",
+        jit_config="x",
+        settings=settings,  # type: ignore[arg-type]
     )
     with pytest.raises(TypeError):
-        asyncio.run(store.put(RunnerId("r"), config))
+        await store.put(RunnerId("r"), config)
+    assert list(await store.list_ids()) == []

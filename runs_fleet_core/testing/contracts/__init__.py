@@ -6,24 +6,12 @@ adapters, the built-in plugins and third-party plugins all pass the same suites,
 they cannot drift apart. Requires pytest and pytest-asyncio.
 """
 
-import pytest
-
-# Registered before the suites are imported so that pytest rewrites their asserts
-# (showing values on failure) although they live outside the test directories.
-pytest.register_assert_rewrite(
-    "runs_fleet_core.testing.contracts.compute",
-    "runs_fleet_core.testing.contracts.configs",
-    "runs_fleet_core.testing.contracts.queue",
-    "runs_fleet_core.testing.contracts.state",
-)
-
-from runs_fleet_core.testing.contracts.compute import (  # noqa: E402
-    PoolProviderContract,
-    ProviderContract,
-)
-from runs_fleet_core.testing.contracts.configs import ConfigStoreContract  # noqa: E402
-from runs_fleet_core.testing.contracts.queue import Advance, QueueContract  # noqa: E402
-from runs_fleet_core.testing.contracts.state import StateStoreContract  # noqa: E402
+# _rewrite must come first: it registers the suites for assert rewriting before they load.
+from runs_fleet_core.testing.contracts import _rewrite  # noqa: F401
+from runs_fleet_core.testing.contracts.compute import PoolProviderContract, ProviderContract
+from runs_fleet_core.testing.contracts.configs import ConfigStoreContract
+from runs_fleet_core.testing.contracts.queue import Advance, QueueContract
+from runs_fleet_core.testing.contracts.state import StateStoreContract
 
 __all__ = [
     "Advance",

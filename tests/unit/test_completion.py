@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from runs_fleet_core.domain.ids import JobId, RunnerId, runner_name_for
+from runs_fleet_core.domain.job import JobStatus
+from runs_fleet_core.domain.messages import AgentEvent, AgentReport, WorkflowJobAction
+from runs_fleet_core.usecases.completion import CompletionOutcome
+
+from .conftest import World, event
+
+JOB = JobId(1)
+NAME = runner_name_for(JOB, 1)
+
+
+async def _launched(world: World, label: str = "runs-fleet=42/cpu=2") -> None:
+    await world.intake().take(event(1, label))
+    await world.dispatch_all()
+
+
+def _report(kind: AgentEvent, name: str = NAME, detail: str | None = None) -> AgentReport:
+    return AgentReport(job_id=JOB, runner_name=name, event=kind,
+                       at=datetime(2026, 1, 5, tzinfo=UTC), detail=detail)
+
+
+async def test_in_progress_then_completed_ends_the_job_and_deletes_its_config(
+    world: World,
+) -> None:
+    await _launched(world)
+    completion = world.completion()
+    started = event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name=NAME)
+    assert await completion.job_started(started) is CompletionOutcome.UPDATED
+    finished = event(1, action=WorkflowJobAction.COMPLETED, conclusion="success")
+    assert await completion.job_finished(finished) is CompletionOutcome.UPDATED
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.status is JobStatus.COMPLETED
+    assert [c.status for c in job.timeline] == [
+        JobStatus.QUEUED, JobStatus.CLAIMED, JobStatus.LAUNCHING, JobStatus.RUNNING,
+        JobStatus.COMPLETED]
+    assert await world.configs.list_ids() == []
+    assert world.metrics.count("runner_mismatches") == 0
+
+
+async def test_completed_before_in_progress_still_completes(world: World) -> None:
+    await _launched(world)
+    finished = event(1, action=WorkflowJobAction.COMPLETED, conclusion="failure")
+    assert await world.completion().job_finished(finished) is CompletionOutcome.UPDATED
+    late = event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name=NAME)
+    assert await world.completion().job_started(late) is CompletionOutcome.UNCHANGED
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.status is JobStatus.COMPLETED
+    assert job.reason == "conclusion: failure"
+
+
+async def test_a_repeated_webhook_changes_nothing(world: World) -> None:
+    await _launched(world)
+    started = event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name=NAME)
+    await world.completion().job_started(started)
+    assert await world.completion().job_started(started) is CompletionOutcome.UNCHANGED
+
+
+async def test_another_runner_taking_the_job_is_counted(world: World) -> None:
+    await _launched(world)
+    started = event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name="someone-else")
+    await world.completion().job_started(started)
+    assert world.metrics.count("runner_mismatches") == 1
+
+
+async def test_cancelled_conclusion_cancels_the_job(world: World) -> None:
+    await _launched(world)
+    finished = event(1, action=WorkflowJobAction.COMPLETED, conclusion="cancelled")
+    await world.completion().job_finished(finished)
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.status is JobStatus.CANCELLED
+
+
+async def test_events_for_unknown_jobs_are_reported_not_raised(world: World) -> None:
+    finished = event(99, action=WorkflowJobAction.COMPLETED, conclusion="success")
+    assert await world.completion().job_finished(finished) is CompletionOutcome.UNKNOWN_JOB
+
+
+async def test_spot_interruption_requeues_once_on_demand_with_the_original_labels(
+    world: World,
+) -> None:
+    label = "runs-fleet=42/cpu=4/arch=arm64"
+    await _launched(world, label)
+    outcome = await world.completion().agent_reported(
+        _report(AgentEvent.INTERRUPTED, detail="spot interruption"))
+    assert outcome is CompletionOutcome.REQUEUED
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.status is JobStatus.REQUEUED and job.attempt == 2
+    assert await world.configs.get(RunnerId(NAME)) is None
+    [delivery] = await world.queue.receive(1, 0)
+    spec = delivery.message.spec
+    assert (spec.spot, spec.attempt, spec.label, spec.cpu_min) == (False, 2, label, 4)
+    assert spec.labels == (label, "linux")
+    await world.dispatcher().handle(delivery)
+    second = runner_name_for(JOB, 2)
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.runner_name == second and job.status is JobStatus.LAUNCHING
+
+    again = await world.completion().agent_reported(_report(AgentEvent.INTERRUPTED, second))
+    assert again is CompletionOutcome.UPDATED
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.status is JobStatus.FAILED
+    assert world.queue.pending_count() == 0
+
+
+async def test_a_warm_runner_is_freed_when_its_job_ends(world: World) -> None:
+    from runs_fleet_core.domain.pool import PoolConfig
+
+    pool = PoolConfig(name="default", desired_running=1)
+    [runner_id] = await world.pools.create_pool_runners(pool, 1)
+    await _launched(world, "runs-fleet=42/pool=default")
+    assert await world.state.get_assignment(runner_id) is not None
+    await world.completion().agent_reported(_report(AgentEvent.FINISHED))
+    assert await world.state.get_assignment(runner_id) is None
+    assert await world.configs.get(runner_id) is None

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from runs_fleet_core.domain.ids import JobId
+from runs_fleet_core.domain.job import JobStatus
+from runs_fleet_core.domain.messages import WorkflowJobAction
+from runs_fleet_core.domain.runner import RunnerPhase
+
+from .conftest import World, event
+
+
+async def _finish(world: World, job_id: int) -> None:
+    finished = event(job_id, action=WorkflowJobAction.COMPLETED, conclusion="success")
+    await world.completion().job_finished(finished)
+
+
+async def test_a_runner_whose_job_ended_is_terminated_after_the_grace_period(
+    world: World,
+) -> None:
+    await world.intake().take(event(1))
+    await world.dispatch_all()
+    await _finish(world, 1)
+    keeper = world.housekeeper()
+    assert (await keeper.run()).terminated == ()
+    world.clock.advance(601)
+    report = await keeper.run()
+    assert len(report.terminated) == 1
+    [created] = world.provider.created
+    state = await world.provider.describe_runner(created.runner_id)
+    assert state.phase is RunnerPhase.TERMINATED
+    assert world.metrics.count("orphans_terminated") == 1
+
+
+async def test_a_runner_serving_a_live_job_is_never_an_orphan(world: World) -> None:
+    await world.intake().take(event(1))
+    await world.dispatch_all()
+    world.clock.advance(3600)
+    report = await world.housekeeper().run()
+    assert report.terminated == ()
+
+
+async def test_stale_configs_of_ended_jobs_are_deleted(world: World) -> None:
+    await world.intake().take(event(1))
+    await world.dispatch_all()
+    job = await world.state.get_job(JobId(1))
+    assert job is not None
+    await world.state.put_job(job.transition(JobStatus.FAILED, at=world.clock.now()),
+                              expect_version=job.version)
+    report = await world.housekeeper().run()
+    assert len(report.stale_configs) == 1
+    assert await world.configs.list_ids() == []
+
+
+async def test_a_recorded_job_whose_message_was_lost_is_sent_again(world: World) -> None:
+    from runs_fleet_core.domain.ids import RunId
+    from runs_fleet_core.domain.job import Job
+    from runs_fleet_core.domain.labels import parse_label
+
+    spec = parse_label("runs-fleet=42/cpu=2").for_job(JobId(5), "o/r")
+    job = Job.new(job_id=JobId(5), run_id=RunId("42"), repository="o/r",
+                  at=world.clock.now(), spec=spec)
+    await world.state.put_job(job, expect_version=None)
+    world.clock.advance(61)
+    report = await world.housekeeper().run()
+    assert report.resent == (5,)
+    assert await world.dispatch_all() == ["launched"]
+
+
+async def test_jobs_stuck_in_a_phase_are_reported(world: World) -> None:
+    await world.intake().take(event(1))
+    await world.dispatch_all()
+    world.clock.advance(901)
+    report = await world.housekeeper().run()
+    assert [j.job_id for j in report.stuck] == [1]
