@@ -42,8 +42,12 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy: strict on runs_fleet_core, checked everywhere else."""
     _install_project(session, "typecheck")
-    session.run("mypy", "runs_fleet_core", "entrypoints/runs_fleet_cli",
-                "plugins/local/src/runs_fleet_local")
+    session.run(
+        "mypy",
+        "runs_fleet_core",
+        "entrypoints/runs_fleet_cli",
+        "plugins/local/src/runs_fleet_local",
+    )
 
 
 @nox.session(venv_backend="none")
@@ -53,6 +57,11 @@ def dev(session: nox.Session) -> None:
     pip = [".venv/bin/python", "-m", "pip", "install", "--quiet"]
     session.run(*pip, "--upgrade", "pip")
     editable = [arg for plugin in PLUGINS for arg in ("-e", plugin)]
-    session.run(*pip, "-e", ".", *editable,
-                *nox.project.dependency_groups(PYPROJECT, "test", "lint", "typecheck"))
+    session.run(
+        *pip,
+        "-e",
+        ".",
+        *editable,
+        *nox.project.dependency_groups(PYPROJECT, "test", "lint", "typecheck"),
+    )
     session.log("ready: source .venv/bin/activate && runs-fleet --help")

@@ -29,16 +29,42 @@ class ModeWiring:
 
 
 MODE_WIRING: dict[str, ModeWiring] = {
-    "local": ModeWiring(provider="local", queue="valkey", state_store="valkey",
-                        config_store="local", metrics="prometheus", github="github",
-                        extra="local"),
-    "ec2": ModeWiring(provider="ec2", queue="sqs", state_store="dynamodb",
-                      config_store="ssm", metrics="cloudwatch", github="github", extra="ec2"),
-    "k8s": ModeWiring(provider="k8s", queue="valkey", state_store="k8s",
-                      config_store="k8s", metrics="prometheus", github="github", extra="k8s"),
-    "memory": ModeWiring(provider="memory", queue="memory", state_store="memory",
-                         config_store="memory", metrics="memory", github="memory",
-                         extra="all"),
+    "local": ModeWiring(
+        provider="local",
+        queue="valkey",
+        state_store="valkey",
+        config_store="local",
+        metrics="prometheus",
+        github="github",
+        extra="local",
+    ),
+    "ec2": ModeWiring(
+        provider="ec2",
+        queue="sqs",
+        state_store="dynamodb",
+        config_store="ssm",
+        metrics="cloudwatch",
+        github="github",
+        extra="ec2",
+    ),
+    "k8s": ModeWiring(
+        provider="k8s",
+        queue="valkey",
+        state_store="k8s",
+        config_store="k8s",
+        metrics="prometheus",
+        github="github",
+        extra="k8s",
+    ),
+    "memory": ModeWiring(
+        provider="memory",
+        queue="memory",
+        state_store="memory",
+        config_store="memory",
+        metrics="memory",
+        github="memory",
+        extra="all",
+    ),
 }
 
 _SERVING = SERVING_MODES
@@ -49,50 +75,99 @@ def _s(name: str, help_text: str, **kwargs: object) -> Setting:
 
 
 CORE_SETTINGS: tuple[Setting, ...] = (
-    _s("MODE", "deployment mode: local (embedded default), ec2, k8s; memory keeps "
-       "everything in process memory, for trying things out", default="local",
-       choices=MODES),
-    _s("BACKENDS", "compute backends this deployment enables for backend= labels "
-       "(default: the mode's own)", kind=Kind.LIST, default=[]),
-    _s("DEFAULT_BACKEND", "backend for jobs whose label has no backend= (default: the "
-       "first of RUNS_FLEET_BACKENDS)"),
+    _s(
+        "MODE",
+        "deployment mode: local (embedded default), ec2, k8s; memory keeps "
+        "everything in process memory, for trying things out",
+        default="local",
+        choices=MODES,
+    ),
+    _s(
+        "BACKENDS",
+        "compute backends this deployment enables for backend= labels (default: the mode's own)",
+        kind=Kind.LIST,
+        default=[],
+    ),
+    _s(
+        "DEFAULT_BACKEND",
+        "backend for jobs whose label has no backend= (default: the first of RUNS_FLEET_BACKENDS)",
+    ),
     _s("QUEUE_ADAPTER", "queue adapter name, overriding the mode's default"),
     _s("STATE_ADAPTER", "state store adapter name, overriding the mode's default"),
     _s("CONFIG_ADAPTER", "runner config store adapter name, overriding the mode's default"),
     _s("METRICS_ADAPTER", "metrics sink name, overriding the mode's default"),
     _s("GITHUB_ADAPTER", "GitHub client name, overriding the mode's default"),
-    _s("DISABLE_PLUGINS", "plugins not to load, by entry-point name", kind=Kind.LIST,
-       default=[]),
-    _s("STATE_DIR", "where local mode keeps its data (default: the per-user data dir)",
-       kind=Kind.PATH),
-    _s("VALKEY_URL", "Valkey URL, e.g. redis://valkey:6379/0 (local mode starts an "
-       "embedded server when unset)", required_in=frozenset({"k8s"}), secret=True),
+    _s("DISABLE_PLUGINS", "plugins not to load, by entry-point name", kind=Kind.LIST, default=[]),
+    _s(
+        "STATE_DIR",
+        "where local mode keeps its data (default: the per-user data dir)",
+        kind=Kind.PATH,
+    ),
+    _s(
+        "VALKEY_URL",
+        "Valkey URL, e.g. redis://valkey:6379/0 (local mode starts an embedded server when unset)",
+        required_in=frozenset({"k8s"}),
+        secret=True,
+    ),
     _s("QUEUE_URL", "URL of the SQS FIFO job queue", required_in=frozenset({"ec2"})),
-    _s("PRIVATE_SUBNET_IDS", "subnets runners start in", kind=Kind.LIST,
-       default=[], required_in=frozenset({"ec2"})),
+    _s(
+        "PRIVATE_SUBNET_IDS",
+        "subnets runners start in",
+        kind=Kind.LIST,
+        default=[],
+        required_in=frozenset({"ec2"}),
+    ),
     _s("SECURITY_GROUP_ID", "security group of the runners", required_in=frozenset({"ec2"})),
-    _s("INSTANCE_PROFILE_ARN", "instance profile of the runners",
-       required_in=frozenset({"ec2"})),
+    _s("INSTANCE_PROFILE_ARN", "instance profile of the runners", required_in=frozenset({"ec2"})),
     _s("KUBE_NAMESPACE", "namespace runner Jobs are created in", default="default"),
-    _s("GITHUB_APP_ID", "the GitHub App's id", kind=Kind.INT, minimum=1,
-       required_in=_SERVING),
-    _s("GITHUB_PRIVATE_KEY", "the GitHub App's private key (PEM); use "
-       "RUNS_FLEET_GITHUB_PRIVATE_KEY_FILE to read it from a file", secret=True,
-       required_in=_SERVING),
-    _s("GITHUB_WEBHOOK_SECRET", "the secret GitHub signs webhooks with; use "
-       "RUNS_FLEET_GITHUB_WEBHOOK_SECRET_FILE to read it from a file", secret=True,
-       required_in=_SERVING),
-    _s("GITHUB_API_URL", "GitHub API base URL (GitHub Enterprise Server: "
-       "https://HOST/api/v3)", default="https://api.github.com"),
-    _s("DEFAULT_DISK_GIB", "root disk size when a label has no disk=", kind=Kind.INT,
-       default=40, minimum=1),
-    _s("PRESETS", "operator-defined runner= presets: name -> label segments, e.g. "
-       '{"big-arm": "cpu=16/ram=64/arch=arm64"}', kind=Kind.MAPPING, default={}),
-    _s("MAX_ATTEMPTS", "deliveries of a job message before it is dead-lettered",
-       kind=Kind.INT, default=3, minimum=1),
-    _s("CLAIM_TTL_S", "seconds a dispatcher's claim on a job lasts before another may "
-       "take over", kind=Kind.FLOAT, default=120.0, minimum=5),
+    _s("GITHUB_APP_ID", "the GitHub App's id", kind=Kind.INT, minimum=1, required_in=_SERVING),
+    _s(
+        "GITHUB_PRIVATE_KEY",
+        "the GitHub App's private key (PEM); use "
+        "RUNS_FLEET_GITHUB_PRIVATE_KEY_FILE to read it from a file",
+        secret=True,
+        required_in=_SERVING,
+    ),
+    _s(
+        "GITHUB_WEBHOOK_SECRET",
+        "the secret GitHub signs webhooks with; use "
+        "RUNS_FLEET_GITHUB_WEBHOOK_SECRET_FILE to read it from a file",
+        secret=True,
+        required_in=_SERVING,
+    ),
+    _s(
+        "GITHUB_API_URL",
+        "GitHub API base URL (GitHub Enterprise Server: https://HOST/api/v3)",
+        default="https://api.github.com",
+    ),
+    _s(
+        "DEFAULT_DISK_GIB",
+        "root disk size when a label has no disk=",
+        kind=Kind.INT,
+        default=40,
+        minimum=1,
+    ),
+    _s(
+        "PRESETS",
+        "operator-defined runner= presets: name -> label segments, e.g. "
+        '{"big-arm": "cpu=16/ram=64/arch=arm64"}',
+        kind=Kind.MAPPING,
+        default={},
+    ),
+    _s(
+        "MAX_ATTEMPTS",
+        "deliveries of a job message before it is dead-lettered",
+        kind=Kind.INT,
+        default=3,
+        minimum=1,
+    ),
+    _s(
+        "CLAIM_TTL_S",
+        "seconds a dispatcher's claim on a job lasts before another may take over",
+        kind=Kind.FLOAT,
+        default=120.0,
+        minimum=5,
+    ),
     _s("DEBUG", "show tracebacks of internal errors", kind=Kind.BOOL, default=False),
-    _s("LOG_LEVEL", "log level", default="info",
-       choices=("debug", "info", "warning", "error")),
+    _s("LOG_LEVEL", "log level", default="info", choices=("debug", "info", "warning", "error")),
 )

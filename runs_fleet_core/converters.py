@@ -73,7 +73,9 @@ def loads(converter: cattrs.Converter, text: str | bytes, cls: type[T]) -> T:
     try:
         return converter.structure(json.loads(text), cls)
     except (cattrs.BaseValidationError, json.JSONDecodeError, TypeError, KeyError) as exc:
-        detail = "; ".join(cattrs.transform_error(exc)) if isinstance(
-            exc, cattrs.BaseValidationError
-        ) else str(exc)
+        detail = (
+            "; ".join(cattrs.transform_error(exc))
+            if isinstance(exc, cattrs.BaseValidationError)
+            else str(exc)
+        )
         raise ValueError(f"cannot read {cls.__name__}: {detail}") from exc

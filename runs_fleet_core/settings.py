@@ -146,9 +146,7 @@ def _check_value(setting: Setting, value: Any) -> str | None:
     items = value if isinstance(value, list) else [value]
     if setting.choices and any(item not in setting.choices for item in items):
         return f"must be one of {', '.join(setting.choices)}"
-    if setting.minimum is not None and isinstance(value, int | float) and (
-        value < setting.minimum
-    ):
+    if setting.minimum is not None and isinstance(value, int | float) and (value < setting.minimum):
         return f"must be at least {setting.minimum:g}"
     return None
 
@@ -218,8 +216,7 @@ def load_settings(
     problems += _unknown_toml_keys(toml, definitions)
     if problems:
         raise ConfigError(problems)
-    return Settings(values=values, warnings=tuple(_unknown_vars(env, definitions)),
-                    sources=sources)
+    return Settings(values=values, warnings=tuple(_unknown_vars(env, definitions)), sources=sources)
 
 
 def _unknown_vars(env: Mapping[str, str], definitions: Mapping[str, Setting]) -> list[str]:

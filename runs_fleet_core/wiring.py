@@ -64,8 +64,10 @@ def check_wiring(settings: Settings, registry: AdapterRegistry) -> list[str]:
     wiring = choose_wiring(settings)
     problems = []
     if wiring.default_backend not in wiring.backends:
-        problems.append(f"RUNS_FLEET_DEFAULT_BACKEND={wiring.default_backend} is not one "
-                        f"of RUNS_FLEET_BACKENDS ({', '.join(wiring.backends)})")
+        problems.append(
+            f"RUNS_FLEET_DEFAULT_BACKEND={wiring.default_backend} is not one "
+            f"of RUNS_FLEET_BACKENDS ({', '.join(wiring.backends)})"
+        )
     wanted: list[tuple[NamedOffers[Any], str]] = [
         (registry.providers, b) for b in wiring.backends
     ] + [
@@ -78,8 +80,10 @@ def check_wiring(settings: Settings, registry: AdapterRegistry) -> list[str]:
     hint = install_hint(f"runs-fleet-{wiring.extra}")
     for table, name in wanted:
         if name not in table.names():
-            problems.append(f"mode {settings.mode} needs the {table.kind} {name!r}, which no "
-                            f"installed plugin offers: {hint}")
+            problems.append(
+                f"mode {settings.mode} needs the {table.kind} {name!r}, which no "
+                f"installed plugin offers: {hint}"
+            )
     return problems
 
 
@@ -104,14 +108,20 @@ def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) 
         raise ConfigError(problems)
     wiring = choose_wiring(settings)
     try:
-        bare = AdapterContext(settings=settings, clock=clock,
-                              metrics=registry.metrics.get(wiring.metrics)(
-                                  AdapterContext(settings=settings, clock=clock,
-                                                 metrics=_NullMetrics())))
+        bare = AdapterContext(
+            settings=settings,
+            clock=clock,
+            metrics=registry.metrics.get(wiring.metrics)(
+                AdapterContext(settings=settings, clock=clock, metrics=_NullMetrics())
+            ),
+        )
         return Adapters(
             providers={b: registry.providers.get(b)(bare) for b in wiring.backends},
-            pool_providers={b: registry.pool_providers.get(b)(bare)
-                            for b in wiring.backends if b in registry.pool_providers.names()},
+            pool_providers={
+                b: registry.pool_providers.get(b)(bare)
+                for b in wiring.backends
+                if b in registry.pool_providers.names()
+            },
             queue=registry.queues.get(wiring.queue)(bare),
             state=registry.state_stores.get(wiring.state_store)(bare),
             configs=registry.config_stores.get(wiring.config_store)(bare),
@@ -127,8 +137,9 @@ def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) 
 class _NullMetrics:
     """What a metrics sink's own factory sees as metrics: nothing to report to yet."""
 
-    def increment(self, name: str, value: float = 1.0,
-                  labels: Mapping[str, str] | None = None) -> None:
+    def increment(
+        self, name: str, value: float = 1.0, labels: Mapping[str, str] | None = None
+    ) -> None:
         return None
 
     def gauge(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:

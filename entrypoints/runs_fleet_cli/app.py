@@ -32,22 +32,28 @@ def _parser() -> argparse.ArgumentParser:
     labels = sub.add_parser("labels", help="work with runs-on labels")
     labels_sub = labels.add_subparsers(dest="labels_command", metavar="SUBCOMMAND", required=True)
     explain = labels_sub.add_parser(
-        "explain", help="show the runner a runs-on label asks for, or why it is refused")
-    explain.add_argument("runs_on", metavar="RUNS_ON",
-                         help='the runs-on label, e.g. "runs-fleet=1/cpu=4/arch=arm64" '
-                              "(several labels: separate them with commas)")
+        "explain", help="show the runner a runs-on label asks for, or why it is refused"
+    )
+    explain.add_argument(
+        "runs_on",
+        metavar="RUNS_ON",
+        help='the runs-on label, e.g. "runs-fleet=1/cpu=4/arch=arm64" '
+        "(several labels: separate them with commas)",
+    )
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     explain.set_defaults(handler=commands.labels_explain)
 
     config = sub.add_parser("config", help="check the configuration")
     config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
     check = config_sub.add_parser(
-        "check", help="validate every setting for the chosen mode; exit 2 listing all problems")
+        "check", help="validate every setting for the chosen mode; exit 2 listing all problems"
+    )
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=commands.config_check)
 
-    plugins = sub.add_parser("plugins", help="list plugins, what they provide, and why one "
-                                             "is unavailable")
+    plugins = sub.add_parser(
+        "plugins", help="list plugins, what they provide, and why one is unavailable"
+    )
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(handler=commands.plugins_list)
     return parser
@@ -88,9 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the user gets a sentence, not a traceback
         if os.environ.get("RUNS_FLEET_DEBUG"):
             raise
-        sys.stderr.write(f"runs-fleet: internal error: {type(exc).__name__}: {exc}\n"
-                         "run again with RUNS_FLEET_DEBUG=1 to see the traceback, and "
-                         "please report it\n")
+        sys.stderr.write(
+            f"runs-fleet: internal error: {type(exc).__name__}: {exc}\n"
+            "run again with RUNS_FLEET_DEBUG=1 to see the traceback, and "
+            "please report it\n"
+        )
         return EXIT_INTERNAL
 
 

@@ -16,9 +16,25 @@ from runs_fleet_core.errors import ConfigError, LabelError, RunsFleetError
 from runs_fleet_core.settings import Secret
 from runs_fleet_core.wiring import check_wiring, choose_wiring
 
-EXPLAIN_FIELDS = ("run_id", "cpu_min", "cpu_max", "ram_min", "ram_max", "arch", "os",
-                  "families", "gen", "disk_gib", "pool", "spot", "backend", "private",
-                  "preset", "label", "labels")
+EXPLAIN_FIELDS = (
+    "run_id",
+    "cpu_min",
+    "cpu_max",
+    "ram_min",
+    "ram_max",
+    "arch",
+    "os",
+    "families",
+    "gen",
+    "disk_gib",
+    "pool",
+    "spot",
+    "backend",
+    "private",
+    "preset",
+    "label",
+    "labels",
+)
 EXIT_USAGE = 2
 
 
@@ -32,12 +48,17 @@ def labels_explain(args: argparse.Namespace) -> int:
     env = os.environ
     try:
         defaults = label_defaults(settings_from(env, plugin_manager(env), require=False))
-        labels = [part.strip() for part in args.runs_on.split(",")] if "," in args.runs_on \
+        labels = (
+            [part.strip() for part in args.runs_on.split(",")]
+            if "," in args.runs_on
             else [args.runs_on]
+        )
         spec = parse_runs_on(labels, defaults=defaults)
         if spec is None:
-            raise LabelError("no label starts with 'runs-fleet=': runs-fleet ignores this "
-                             "job; start the label with runs-fleet=${{ github.run_id }}")
+            raise LabelError(
+                "no label starts with 'runs-fleet=': runs-fleet ignores this "
+                "job; start the label with runs-fleet=${{ github.run_id }}"
+            )
     except RunsFleetError as exc:
         if args.json:
             emit_json({"error": str(exc)})
@@ -67,8 +88,9 @@ def config_check(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(env, plugins, require=True)
         problems = check_wiring(settings, plugins.adapters())
-        problems += validate_presets(settings.get("RUNS_FLEET_PRESETS", {}),
-                                     defaults=label_defaults(settings))
+        problems += validate_presets(
+            settings.get("RUNS_FLEET_PRESETS", {}), defaults=label_defaults(settings)
+        )
         if problems:
             raise ConfigError(problems)
     except RunsFleetError as exc:
@@ -79,17 +101,26 @@ def config_check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     wiring = choose_wiring(settings)
     if args.json:
-        emit_json({"ok": True, "mode": settings.mode, "wiring": make_message_converter().unstructure(wiring),
-                   "warnings": list(settings.warnings)})
+        emit_json(
+            {
+                "ok": True,
+                "mode": settings.mode,
+                "wiring": make_message_converter().unstructure(wiring),
+                "warnings": list(settings.warnings),
+            }
+        )
         return 0
     for warning in settings.warnings:
         sys.stderr.write(f"warning: {warning}\n")
     sys.stdout.write(f"configuration OK for mode {settings.mode}\n")
-    emit_table([("setting", "value", "from")] + [
-        (name, "(secret)" if _secret(value) else _show(value), settings.sources.get(name, ""))
-        for name, value in sorted(settings.values.items())
-        if settings.sources.get(name) != "default" or value not in (None, [], {})
-    ])
+    emit_table(
+        [("setting", "value", "from")]
+        + [
+            (name, "(secret)" if _secret(value) else _show(value), settings.sources.get(name, ""))
+            for name, value in sorted(settings.values.items())
+            if settings.sources.get(name) != "default" or value not in (None, [], {})
+        ]
+    )
     return 0
 
 
@@ -103,9 +134,16 @@ def plugins_list(args: argparse.Namespace) -> int:
     if args.json:
         emit_json([make_message_converter().unstructure(s) for s in statuses])
         return 0
-    emit_table([("plugin", "version", "status", "provides")] + [
-        (s.name, s.version, "available" if s.available else f"unavailable: {s.reason}",
-         ", ".join(s.provides) or "-")
-        for s in statuses
-    ])
+    emit_table(
+        [("plugin", "version", "status", "provides")]
+        + [
+            (
+                s.name,
+                s.version,
+                "available" if s.available else f"unavailable: {s.reason}",
+                ", ".join(s.provides) or "-",
+            )
+            for s in statuses
+        ]
+    )
     return 0

@@ -141,9 +141,7 @@ class Job:
         (including "to the same status": callers decide what a repeat means).
         """
         if not self.can_become(status):
-            raise IllegalTransition(
-                f"job {self.job_id} cannot go from {self.status} to {status}"
-            )
+            raise IllegalTransition(f"job {self.job_id} cannot go from {self.status} to {status}")
         entry = PhaseChange(status=status, at=at, reason=reason)
         fields: dict[str, Any] = {
             "status": status,

@@ -123,9 +123,7 @@ def _ids(runners: Iterable[PoolRunner]) -> tuple[RunnerId, ...]:
     return tuple(sorted(r.runner_id for r in runners))
 
 
-def _unassigned(
-    runners: Sequence[PoolRunner], assigned: AbstractSet[RunnerId]
-) -> list[PoolRunner]:
+def _unassigned(runners: Sequence[PoolRunner], assigned: AbstractSet[RunnerId]) -> list[PoolRunner]:
     """Runners free of any job, not terminated; a runner listed twice counts once."""
     free: dict[RunnerId, PoolRunner] = {}
     for runner in runners:
@@ -134,9 +132,7 @@ def _unassigned(
     return list(free.values())
 
 
-def count_idle(
-    runners: Sequence[PoolRunner], assigned: AbstractSet[RunnerId]
-) -> tuple[int, int]:
+def count_idle(runners: Sequence[PoolRunner], assigned: AbstractSet[RunnerId]) -> tuple[int, int]:
     """How many runners are idle ``(running, stopped)`` by the rules above: what the
     plan compares with the desired sizes (``PENDING`` counts as running, ``STOPPING``
     as stopped; assigned, ``UNKNOWN`` and ``TERMINATED`` runners are not counted)."""

@@ -64,9 +64,5 @@ class PoolPlan:
     @property
     def empty(self) -> bool:
         return not (
-            self.start
-            or self.stop
-            or self.terminate
-            or self.create_running
-            or self.create_stopped
+            self.start or self.stop or self.terminate or self.create_running or self.create_stopped
         )

@@ -119,9 +119,7 @@ class PluginManager:
             )
             return
         reason = self._import_and_register(entry_point, status.distribution, dist)
-        self._statuses[entry_point.name] = attrs.evolve(
-            status, available=not reason, reason=reason
-        )
+        self._statuses[entry_point.name] = attrs.evolve(status, available=not reason, reason=reason)
 
     def _import_and_register(
         self, entry_point: md.EntryPoint, distribution: str, dist: md.Distribution | None

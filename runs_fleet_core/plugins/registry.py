@@ -91,8 +91,15 @@ class NamedOffers(Generic[T]):
 class AdapterRegistry:
     """Adapter factories by port and name. Plugins call the ``add_*`` methods."""
 
-    KINDS = ("provider", "pool_provider", "queue", "state_store", "config_store",
-             "metrics", "github")
+    KINDS = (
+        "provider",
+        "pool_provider",
+        "queue",
+        "state_store",
+        "config_store",
+        "metrics",
+        "github",
+    )
 
     def __init__(self) -> None:
         self.plugin = "?"
@@ -130,8 +137,15 @@ class AdapterRegistry:
     def provided_by(self, plugin: str) -> list[str]:
         """``kind:name`` of everything ``plugin`` offered (for ``runs-fleet plugins``)."""
         found = []
-        for table in (self.providers, self.pool_providers, self.queues, self.state_stores,
-                      self.config_stores, self.metrics, self.github_clients):
+        for table in (
+            self.providers,
+            self.pool_providers,
+            self.queues,
+            self.state_stores,
+            self.config_stores,
+            self.metrics,
+            self.github_clients,
+        ):
             found += [f"{table.kind}:{o.name}" for o in table.offers() if o.plugin == plugin]
         return found
 

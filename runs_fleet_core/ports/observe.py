@@ -26,7 +26,9 @@ class Metrics(Protocol):
     """Counters, gauges and histograms. Label values must never carry secrets; names
     are ``snake_case`` without a prefix (sinks add ``runs_fleet_``)."""
 
-    def increment(self, name: str, value: float = 1.0, labels: Mapping[str, str] | None = None) -> None: ...
+    def increment(
+        self, name: str, value: float = 1.0, labels: Mapping[str, str] | None = None
+    ) -> None: ...
 
     def gauge(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None: ...
 

@@ -54,7 +54,9 @@ class StateStore(Protocol):
     async def list_assignments(self) -> Sequence[RunnerAssignment]: ...
 
     # -- leases ----------------------------------------------------------------------
-    async def acquire_lease(self, name: str, owner: str, ttl_s: float, now: datetime) -> Lease | None:
+    async def acquire_lease(
+        self, name: str, owner: str, ttl_s: float, now: datetime
+    ) -> Lease | None:
         """Take the lease ``name`` for ``owner`` if it is free or expired (or already
         ``owner``'s, which renews it). Returns ``None`` when someone else holds it.
         Each change of holder gets a fencing token larger than every earlier one."""

@@ -36,7 +36,9 @@ def _pool_provider(context: AdapterContext) -> PoolProvider:
 def _queue(context: AdapterContext) -> Queue:
     from runs_fleet_core.testing.memory import MemoryQueue
 
-    return MemoryQueue(context.clock, max_attempts=context.settings.get("RUNS_FLEET_MAX_ATTEMPTS", 3))
+    return MemoryQueue(
+        context.clock, max_attempts=context.settings.get("RUNS_FLEET_MAX_ATTEMPTS", 3)
+    )
 
 
 def _state(context: AdapterContext) -> StateStore:

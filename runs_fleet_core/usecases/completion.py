@@ -48,17 +48,25 @@ class Completion:
     async def agent_reported(self, report: AgentReport) -> CompletionOutcome:
         """Handle the agent's own account of its job."""
         if report.event is AgentEvent.STARTED:
-            return await self._move(report.job_id, JobStatus.RUNNING,
-                                    runner_name=report.runner_name)
+            return await self._move(
+                report.job_id, JobStatus.RUNNING, runner_name=report.runner_name
+            )
         if report.event is AgentEvent.INTERRUPTED:
             return await self._requeue(report.job_id, report.detail or "runner interrupted")
         if report.event is AgentEvent.FAILED:
-            return await self._move(report.job_id, JobStatus.FAILED,
-                                    reason=f"runner failed: {report.detail or report.exit_code}")
+            return await self._move(
+                report.job_id,
+                JobStatus.FAILED,
+                reason=f"runner failed: {report.detail or report.exit_code}",
+            )
         return await self._move(report.job_id, JobStatus.COMPLETED, reason="runner finished")
 
     async def _move(
-        self, job_id: JobId, status: JobStatus, *, reason: str | None = None,
+        self,
+        job_id: JobId,
+        status: JobStatus,
+        *,
+        reason: str | None = None,
         runner_name: str | None = None,
     ) -> CompletionOutcome:
         for _ in range(self.max_conflicts):
@@ -69,8 +77,9 @@ class Completion:
                 return CompletionOutcome.UNCHANGED
             if runner_name is not None:
                 self._check_runner(job, runner_name)
-            moved = job.transition(status, at=self.clock.now(), reason=reason,
-                                   claim_owner=None, claim_expires_at=None)
+            moved = job.transition(
+                status, at=self.clock.now(), reason=reason, claim_owner=None, claim_expires_at=None
+            )
             try:
                 await self.state.put_job(moved, expect_version=job.version)
             except ConflictError:
@@ -110,12 +119,27 @@ class Completion:
         await self._clean_up(job)
         spec = job.spec.on_demand().for_job(job.job_id, job.repository, job.attempt + 1)
         now = self.clock.now()
-        requeued = job.transition(JobStatus.REQUEUED, at=now, reason=why, spec=spec,
-                                  attempt=spec.attempt, runner_id=None, runner_name=None,
-                                  claim_owner=None, claim_expires_at=None)
+        requeued = job.transition(
+            JobStatus.REQUEUED,
+            at=now,
+            reason=why,
+            spec=spec,
+            attempt=spec.attempt,
+            runner_id=None,
+            runner_name=None,
+            claim_owner=None,
+            claim_expires_at=None,
+        )
         stored = await self.state.put_job(requeued, expect_version=job.version)
-        await self.queue.send(JobMessage(job_id=job.job_id, run_id=job.run_id,
-                                         repository=job.repository, spec=spec,
-                                         attempt=spec.attempt, enqueued_at=now))
+        await self.queue.send(
+            JobMessage(
+                job_id=job.job_id,
+                run_id=job.run_id,
+                repository=job.repository,
+                spec=spec,
+                attempt=spec.attempt,
+                enqueued_at=now,
+            )
+        )
         self.metrics.increment("jobs_requeued")
         return CompletionOutcome.REQUEUED if stored else CompletionOutcome.UNCHANGED

@@ -11,6 +11,7 @@ second create with the same name as the first.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import random
 from collections.abc import Mapping
@@ -100,9 +101,13 @@ class Dispatcher:
         job = await self.state.get_job(message.job_id)
         if job is not None:
             return job
-        created = Job.new(job_id=message.job_id, run_id=message.run_id,
-                          repository=message.repository, at=self.clock.now(),
-                          spec=message.spec)
+        created = Job.new(
+            job_id=message.job_id,
+            run_id=message.run_id,
+            repository=message.repository,
+            at=self.clock.now(),
+            spec=message.spec,
+        )
         try:
             return await self.state.put_job(created, expect_version=None)
         except ConflictError:
@@ -119,8 +124,9 @@ class Dispatcher:
         now = self.clock.now()
         expires = now + timedelta(seconds=self.claim_ttl_s)
         if job.status in (JobStatus.QUEUED, JobStatus.REQUEUED):
-            claimed = job.transition(JobStatus.CLAIMED, at=now, claim_owner=self.owner,
-                                     claim_expires_at=expires)
+            claimed = job.transition(
+                JobStatus.CLAIMED, at=now, claim_owner=self.owner, claim_expires_at=expires
+            )
         else:  # claimed or launching by an owner whose claim expired (or by us)
             claimed = attrs.evolve(job, claim_owner=self.owner, claim_expires_at=expires)
         return await self.state.put_job(claimed, expect_version=job.version)
@@ -133,13 +139,18 @@ class Dispatcher:
             return warm
         provider = self.providers.get(backend)
         if provider is None:
-            raise AdapterError(f"backend {backend!r} is not available in this deployment",
-                               retryable=False)
+            raise AdapterError(
+                f"backend {backend!r} is not available in this deployment", retryable=False
+            )
         name = runner_name_for(job.job_id, job.attempt)
         await self._store_config(job, spec, RunnerId(name), name)
         if job.status is JobStatus.CLAIMED:
-            job = await self._save(job.transition(JobStatus.LAUNCHING, at=self.clock.now(),
-                                                  runner_name=name, backend=backend), job)
+            job = await self._save(
+                job.transition(
+                    JobStatus.LAUNCHING, at=self.clock.now(), runner_name=name, backend=backend
+                ),
+                job,
+            )
         result = await provider.create_runner(spec, runner_name=name)
         await self._save(attrs.evolve(job, runner_id=result.runner_id), job)
         self.metrics.increment("runners_launched", labels={"backend": backend})
@@ -160,9 +171,17 @@ class Dispatcher:
         name = runner_name_for(job.job_id, job.attempt)
         await self._store_config(job, job.spec, runner_id, name)
         await pools.start_runners([runner_id])
-        launching = job.transition(JobStatus.LAUNCHING, at=self.clock.now(), runner_name=name,
-                                   runner_id=runner_id, backend=backend) \
-            if job.status is JobStatus.CLAIMED else attrs.evolve(job, runner_id=runner_id)
+        launching = (
+            job.transition(
+                JobStatus.LAUNCHING,
+                at=self.clock.now(),
+                runner_name=name,
+                runner_id=runner_id,
+                backend=backend,
+            )
+            if job.status is JobStatus.CLAIMED
+            else attrs.evolve(job, runner_id=runner_id)
+        )
         await self._save(launching, job)
         self.metrics.increment("pool_hits", labels={"pool": job.spec.pool})
         return DispatchOutcome.WARM
@@ -178,8 +197,9 @@ class Dispatcher:
         assert job.spec is not None and job.spec.pool is not None
         runners = await pools.list_pool_runners(job.spec.pool)
         order = {RunnerPhase.RUNNING: 0, RunnerPhase.STOPPED: 1}
-        for runner in sorted((r for r in runners if r.phase in order),
-                             key=lambda r: (order[r.phase], r.runner_id)):
+        for runner in sorted(
+            (r for r in runners if r.phase in order), key=lambda r: (order[r.phase], r.runner_id)
+        ):
             if await self.state.assign_runner(runner.runner_id, job.job_id, self.clock.now()):
                 return runner.runner_id
         return None
@@ -189,20 +209,31 @@ class Dispatcher:
         existing = await self.configs.get(key)
         if existing is not None and (existing.job_id, existing.runner_name) == (job.job_id, name):
             return
-        jit = await self.github.create_jit_config(job.repository, runner_name=name,
-                                                  labels=spec.labels or (spec.label,))
-        await self.configs.put(key, RunnerConfig(
-            runner_name=name, job_id=job.job_id, repository=job.repository,
-            jit_config=jit.encoded, labels=spec.labels))
+        jit = await self.github.create_jit_config(
+            job.repository, runner_name=name, labels=spec.labels or (spec.label,)
+        )
+        await self.configs.put(
+            key,
+            RunnerConfig(
+                runner_name=name,
+                job_id=job.job_id,
+                repository=job.repository,
+                jit_config=jit.encoded,
+                labels=spec.labels,
+            ),
+        )
 
     async def _save(self, new: Job, old: Job) -> Job:
         return await self.state.put_job(new, expect_version=old.version)
 
     def _delay(self, delivery: Delivery) -> float:
-        return backoff_delay(delivery.attempt, base_s=self.retry_base_s,
-                             cap_s=self.retry_cap_s, rng=self.rng)
+        return backoff_delay(
+            delivery.attempt, base_s=self.retry_base_s, cap_s=self.retry_cap_s, rng=self.rng
+        )
 
-    async def _failed(self, delivery: Delivery, job_id: JobId, exc: AdapterError) -> DispatchOutcome:
+    async def _failed(
+        self, delivery: Delivery, job_id: JobId, exc: AdapterError
+    ) -> DispatchOutcome:
         """Undo what the failed attempt left, then retry, dead-letter or fail the job."""
         job = await self.state.get_job(job_id)
         await self._release(job)
@@ -211,13 +242,15 @@ class Dispatcher:
             await self.queue.retry(delivery, self._delay(delivery))
             return DispatchOutcome.RETRY
         if exc.retryable:
-            await self.queue.dead_letter(delivery, f"gave up after {delivery.attempt} "
-                                                   f"attempts: {exc}")
+            await self.queue.dead_letter(
+                delivery, f"gave up after {delivery.attempt} attempts: {exc}"
+            )
             return DispatchOutcome.DEAD_LETTERED
         if job is not None and job.can_become(JobStatus.FAILED):
             job = await self.state.get_job(job_id) or job
-            failed = job.transition(JobStatus.FAILED, at=self.clock.now(),
-                                    reason=f"could not get a runner: {exc}")
+            failed = job.transition(
+                JobStatus.FAILED, at=self.clock.now(), reason=f"could not get a runner: {exc}"
+            )
             await self.state.put_job(failed, expect_version=job.version)
         await self.queue.ack(delivery)
         return DispatchOutcome.FAILED
@@ -232,9 +265,8 @@ class Dispatcher:
             await self.configs.delete(warm)
             await self.state.release_runner(warm, job.job_id)
         if job.status in (JobStatus.CLAIMED, JobStatus.LAUNCHING):
-            queued = job.transition(JobStatus.QUEUED, at=self.clock.now(),
-                                    claim_owner=None, claim_expires_at=None)
-            try:
+            queued = job.transition(
+                JobStatus.QUEUED, at=self.clock.now(), claim_owner=None, claim_expires_at=None
+            )
+            with contextlib.suppress(ConflictError):
                 await self.state.put_job(queued, expect_version=job.version)
-            except ConflictError:
-                pass

@@ -15,6 +15,7 @@ same runner twice or race over the same config.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
@@ -124,14 +125,20 @@ class Housekeeper:
                 continue
             if (now - job.created_at).total_seconds() < self.unsent_after_s:
                 continue
-            await self.queue.send(JobMessage(job_id=job.job_id, run_id=job.run_id,
-                                             repository=job.repository, spec=job.spec,
-                                             attempt=job.attempt, enqueued_at=now))
-            try:
-                await self.state.put_job(attrs.evolve(job, enqueued_at=now),
-                                         expect_version=job.version)
-            except ConflictError:
-                pass
+            await self.queue.send(
+                JobMessage(
+                    job_id=job.job_id,
+                    run_id=job.run_id,
+                    repository=job.repository,
+                    spec=job.spec,
+                    attempt=job.attempt,
+                    enqueued_at=now,
+                )
+            )
+            with contextlib.suppress(ConflictError):
+                await self.state.put_job(
+                    attrs.evolve(job, enqueued_at=now), expect_version=job.version
+                )
             resent.append(int(job.job_id))
         return tuple(resent)
 

@@ -9,6 +9,7 @@ reason a workflow author understands, never silently dropped.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Collection
 
@@ -69,8 +70,9 @@ class Intake:
             return IntakeResult(outcome=IntakeOutcome.DUPLICATE, job_id=event.job_id)
         if job.status is JobStatus.REJECTED:
             self.metrics.increment("jobs_rejected", labels={"repository": job.repository})
-            return IntakeResult(outcome=IntakeOutcome.REJECTED, job_id=job.job_id,
-                                reason=job.reason)
+            return IntakeResult(
+                outcome=IntakeOutcome.REJECTED, job_id=job.job_id, reason=job.reason
+            )
         await self._enqueue(job)
         return IntakeResult(outcome=IntakeOutcome.QUEUED, job_id=job.job_id)
 
@@ -79,14 +81,15 @@ class Intake:
         if backend in self.backends:
             return None
         enabled = ", ".join(sorted(self.backends)) or "none"
-        return (f"label not accepted: backend={backend} is not enabled in this deployment "
-                f"(enabled: {enabled}); remove backend= or ask the operators to add it "
-                "to RUNS_FLEET_BACKENDS")
+        return (
+            f"label not accepted: backend={backend} is not enabled in this deployment "
+            f"(enabled: {enabled}); remove backend= or ask the operators to add it "
+            "to RUNS_FLEET_BACKENDS"
+        )
 
     def _duplicate(self, job: Job) -> IntakeResult:
         self.metrics.increment("webhooks_duplicate")
-        return IntakeResult(outcome=IntakeOutcome.DUPLICATE, job_id=job.job_id,
-                            reason=job.reason)
+        return IntakeResult(outcome=IntakeOutcome.DUPLICATE, job_id=job.job_id, reason=job.reason)
 
     async def _record(
         self, event: WorkflowJobEvent, spec: RunnerSpec | None, reason: str | None
@@ -94,9 +97,14 @@ class Intake:
         """Create the job record; ``None`` if another delivery created it first."""
         now = self.clock.now()
         bound = spec.for_job(event.job_id, event.repository) if spec else None
-        job = Job.new(job_id=event.job_id, run_id=RunId(str(event.run_id)),
-                      repository=event.repository, at=now, spec=bound,
-                      delivery_id=event.delivery_id or None)
+        job = Job.new(
+            job_id=event.job_id,
+            run_id=RunId(str(event.run_id)),
+            repository=event.repository,
+            at=now,
+            spec=bound,
+            delivery_id=event.delivery_id or None,
+        )
         if bound is not None:
             job = attrs.evolve(job, backend=bound.backend or self.default_backend)
         if reason is not None:
@@ -109,13 +117,16 @@ class Intake:
     async def _enqueue(self, job: Job) -> None:
         assert job.spec is not None
         now = self.clock.now()
-        message = JobMessage(job_id=job.job_id, run_id=job.spec.run_id,
-                             repository=job.repository, spec=job.spec,
-                             attempt=job.attempt, enqueued_at=now)
+        message = JobMessage(
+            job_id=job.job_id,
+            run_id=job.spec.run_id,
+            repository=job.repository,
+            spec=job.spec,
+            attempt=job.attempt,
+            enqueued_at=now,
+        )
         await self.queue.send(message)
         self.metrics.increment("jobs_queued", labels={"backend": job.backend or ""})
-        try:
-            await self.state.put_job(attrs.evolve(job, enqueued_at=now),
-                                     expect_version=job.version)
-        except ConflictError:
-            pass  # a dispatcher moved it on already: it has the message
+        # A conflict means a dispatcher moved the job on already: it has the message.
+        with contextlib.suppress(ConflictError):
+            await self.state.put_job(attrs.evolve(job, enqueued_at=now), expect_version=job.version)

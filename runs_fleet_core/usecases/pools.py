@@ -60,9 +60,7 @@ async def reconcile_pools(
             continue
         wanted = None if demand is None else demand.get(config.name)
         try:
-            plans.append(
-                await _reconcile_pool(config, provider, state, clock, metrics, wanted)
-            )
+            plans.append(await _reconcile_pool(config, provider, state, clock, metrics, wanted))
         except (AdapterError, NotFoundError) as error:
             # NotFoundError: a runner vanished (self-terminated) since it was listed.
             reason = "runner_gone" if isinstance(error, NotFoundError) else "adapter_error"

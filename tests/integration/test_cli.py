@@ -9,36 +9,68 @@ import sys
 
 import pytest
 
-EXPLAIN_KEYS = {"run_id", "cpu_min", "cpu_max", "ram_min", "ram_max", "arch", "os",
-                "families", "gen", "disk_gib", "pool", "spot", "backend", "private"}
+EXPLAIN_KEYS = {
+    "run_id",
+    "cpu_min",
+    "cpu_max",
+    "ram_min",
+    "ram_max",
+    "arch",
+    "os",
+    "families",
+    "gen",
+    "disk_gib",
+    "pool",
+    "spot",
+    "backend",
+    "private",
+}
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RUNS_FLEET_")}
     environ.update(env)
-    return subprocess.run([sys.executable, "-m", "runs_fleet_cli", *args], env=environ,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "runs_fleet_cli", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_labels_explain_json_prints_the_resolved_spec() -> None:
-    result = _cli("labels", "explain", "--json",
-                  "runs-fleet=123/runner=4cpu-linux-arm64/ram=16/pool=CI/spot=false")
+    result = _cli(
+        "labels",
+        "explain",
+        "--json",
+        "runs-fleet=123/runner=4cpu-linux-arm64/ram=16/pool=CI/spot=false",
+    )
     assert result.returncode == 0, result.stderr
     spec = json.loads(result.stdout)
-    assert EXPLAIN_KEYS <= set(spec)
+    assert set(spec) >= EXPLAIN_KEYS
     assert (spec["run_id"], spec["cpu_min"], spec["cpu_max"]) == ("123", 4, 8)
     assert (spec["ram_min"], spec["ram_max"], spec["arch"]) == (16, None, "arm64")
-    assert (spec["pool"], spec["spot"], spec["os"], spec["families"]) == ("ci", False,
-                                                                         "linux", [])
+    assert (spec["pool"], spec["spot"], spec["os"], spec["families"]) == ("ci", False, "linux", [])
 
 
 def test_labels_explain_uses_configured_presets_and_disk() -> None:
-    result = _cli("labels", "explain", "--json", "runs-fleet=1/runner=big",
-                  RUNS_FLEET_PRESETS='{"big": "cpu=16/ram=64/family=c7g"}',
-                  RUNS_FLEET_DEFAULT_DISK_GIB="120")
+    result = _cli(
+        "labels",
+        "explain",
+        "--json",
+        "runs-fleet=1/runner=big",
+        RUNS_FLEET_PRESETS='{"big": "cpu=16/ram=64/family=c7g"}',
+        RUNS_FLEET_DEFAULT_DISK_GIB="120",
+    )
     spec = json.loads(result.stdout)
     assert (spec["cpu_min"], spec["ram_min"], spec["families"], spec["disk_gib"]) == (
-        16, 64, ["c7g"], 120)
+        16,
+        64,
+        ["c7g"],
+        120,
+    )
 
 
 @pytest.mark.parametrize("flag", [[], ["--json"]], ids=["text", "json"])
@@ -61,18 +93,27 @@ def test_labels_explain_in_text_shows_a_summary() -> None:
 def test_config_check_lists_every_problem_and_exits_2() -> None:
     result = _cli("config", "check", RUNS_FLEET_MODE="ec2", RUNS_FLEET_MAX_ATTEMPTS="x")
     assert result.returncode == 2
-    for expected in ("RUNS_FLEET_QUEUE_URL is required", "RUNS_FLEET_PRIVATE_SUBNET_IDS",
-                     "RUNS_FLEET_GITHUB_APP_ID is required", "RUNS_FLEET_MAX_ATTEMPTS"):
+    for expected in (
+        "RUNS_FLEET_QUEUE_URL is required",
+        "RUNS_FLEET_PRIVATE_SUBNET_IDS",
+        "RUNS_FLEET_GITHUB_APP_ID is required",
+        "RUNS_FLEET_MAX_ATTEMPTS",
+    ):
         assert expected in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_config_check_names_the_plugins_a_mode_needs() -> None:
-    env = {"RUNS_FLEET_MODE": "ec2", "RUNS_FLEET_QUEUE_URL": "https://sqs/q.fifo",
-           "RUNS_FLEET_PRIVATE_SUBNET_IDS": "subnet-1", "RUNS_FLEET_SECURITY_GROUP_ID": "sg-1",
-           "RUNS_FLEET_INSTANCE_PROFILE_ARN": "arn:aws:iam::1:instance-profile/r",
-           "RUNS_FLEET_GITHUB_APP_ID": "1", "RUNS_FLEET_GITHUB_PRIVATE_KEY": "k",
-           "RUNS_FLEET_GITHUB_WEBHOOK_SECRET": "do-not-print-me"}
+    env = {
+        "RUNS_FLEET_MODE": "ec2",
+        "RUNS_FLEET_QUEUE_URL": "https://sqs/q.fifo",
+        "RUNS_FLEET_PRIVATE_SUBNET_IDS": "subnet-1",
+        "RUNS_FLEET_SECURITY_GROUP_ID": "sg-1",
+        "RUNS_FLEET_INSTANCE_PROFILE_ARN": "arn:aws:iam::1:instance-profile/r",
+        "RUNS_FLEET_GITHUB_APP_ID": "1",
+        "RUNS_FLEET_GITHUB_PRIVATE_KEY": "k",
+        "RUNS_FLEET_GITHUB_WEBHOOK_SECRET": "do-not-print-me",
+    }
     result = _cli("config", "check", "--json", **env)
     assert result.returncode == 2
     problems = json.loads(result.stdout)["problems"]
@@ -81,8 +122,12 @@ def test_config_check_names_the_plugins_a_mode_needs() -> None:
 
 
 def test_config_check_passes_and_hides_secrets() -> None:
-    result = _cli("config", "check", RUNS_FLEET_MODE="memory",
-                  RUNS_FLEET_GITHUB_WEBHOOK_SECRET="do-not-print-me")
+    result = _cli(
+        "config",
+        "check",
+        RUNS_FLEET_MODE="memory",
+        RUNS_FLEET_GITHUB_WEBHOOK_SECRET="do-not-print-me",
+    )
     assert result.returncode == 0, result.stderr
     assert "configuration OK for mode memory" in result.stdout
     assert "(secret)" in result.stdout and "do-not-print-me" not in result.stdout
@@ -95,11 +140,14 @@ def test_plugins_lists_the_built_in_plugins() -> None:
 
 
 def test_help_does_not_load_any_plugin() -> None:
-    code = ("import sys\nfrom runs_fleet_cli.app import main\ncode = main(['--help'])\n"
-            "loaded = sorted(m for m in sys.modules if m.startswith(('runs_fleet_local', "
-            "'runs_fleet_core.testing')))\nprint(code, loaded)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, check=True)
+    code = (
+        "import sys\nfrom runs_fleet_cli.app import main\ncode = main(['--help'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('runs_fleet_local', "
+        "'runs_fleet_core.testing')))\nprint(code, loaded)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert result.stdout.strip().endswith("0 []")
 
 

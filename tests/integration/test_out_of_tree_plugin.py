@@ -39,7 +39,8 @@ def _project(root: Path, name: str, module: str, body: str, requires: list[str])
     src = root / name
     (src / module).mkdir(parents=True)
     (src / module / "__init__.py").write_text(body)
-    (src / "pyproject.toml").write_text(textwrap.dedent(f"""
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [build-system]
         requires = ["hatchling"]
         build-backend = "hatchling.build"
@@ -51,14 +52,29 @@ def _project(root: Path, name: str, module: str, body: str, requires: list[str])
 
         [project.entry-points.runs_fleet]
         {module} = "{module}"
-    """))
+    """)
+    )
     return src
 
 
 def _install(src: Path, target: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--no-index", "--target", str(target), str(src)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +82,24 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("plugins")
     target = root / "site"
     _install(_project(root, "acme-runs-fleet", "acme_runs_fleet", PLUGIN_MODULE, []), target)
-    _install(_project(root, "runs-fleet-nimbus", "runs_fleet_nimbus", "",
-                      ["nimbus-cloud-sdk>=2"]), target)
+    _install(
+        _project(root, "runs-fleet-nimbus", "runs_fleet_nimbus", "", ["nimbus-cloud-sdk>=2"]),
+        target,
+    )
     return target
 
 
 def _cli(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RUNS_FLEET_")}
     environ.update(env, PYTHONPATH=os.pathsep.join([str(site), environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "runs_fleet_cli", *args], env=environ,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "runs_fleet_cli", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_an_installed_third_party_plugin_is_discovered(site: Path) -> None:
@@ -103,7 +127,13 @@ def test_a_plugins_command_runs_from_the_cli(site: Path) -> None:
 
 
 def test_a_plugins_provider_can_serve_a_backend(site: Path) -> None:
-    result = _cli(site, "config", "check", "--json", RUNS_FLEET_MODE="memory",
-                  RUNS_FLEET_BACKENDS="memory,acme")
+    result = _cli(
+        site,
+        "config",
+        "check",
+        "--json",
+        RUNS_FLEET_MODE="memory",
+        RUNS_FLEET_BACKENDS="memory,acme",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["wiring"]["backends"] == ["memory", "acme"]

@@ -38,9 +38,15 @@ def event(
     conclusion: str | None = None,
 ) -> WorkflowJobEvent:
     return WorkflowJobEvent(
-        action=action, job_id=JobId(job_id), run_id=42, run_attempt=1, repository=REPO,
-        labels=(label, "linux"), delivery_id=f"d-{next(_deliveries)}",
-        runner_name=runner_name, conclusion=conclusion,
+        action=action,
+        job_id=JobId(job_id),
+        run_id=42,
+        run_attempt=1,
+        repository=REPO,
+        labels=(label, "linux"),
+        delivery_id=f"d-{next(_deliveries)}",
+        runner_name=runner_name,
+        conclusion=conclusion,
     )
 
 
@@ -56,26 +62,50 @@ class World:
     metrics: RecordingMetrics
 
     def intake(self, backends: tuple[str, ...] = ("memory",)) -> Intake:
-        return Intake(state=self.state, queue=self.queue, clock=self.clock,
-                      metrics=self.metrics, labels=LabelDefaults(backends=frozenset(
-                          {"ec2", "k8s", "local", "memory"})),
-                      backends=backends, default_backend="memory")
+        return Intake(
+            state=self.state,
+            queue=self.queue,
+            clock=self.clock,
+            metrics=self.metrics,
+            labels=LabelDefaults(backends=frozenset({"ec2", "k8s", "local", "memory"})),
+            backends=backends,
+            default_backend="memory",
+        )
 
     def dispatcher(self, owner: str = "worker-1", **kwargs: object) -> Dispatcher:
-        return Dispatcher(state=self.state, queue=self.queue, configs=self.configs,
-                          github=self.github, providers={"memory": self.provider},
-                          pool_providers={"memory": self.pools}, clock=self.clock,
-                          metrics=self.metrics, owner=owner, default_backend="memory",
-                          claim_ttl_s=60, **kwargs)  # type: ignore[arg-type]
+        return Dispatcher(
+            state=self.state,
+            queue=self.queue,
+            configs=self.configs,
+            github=self.github,
+            providers={"memory": self.provider},
+            pool_providers={"memory": self.pools},
+            clock=self.clock,
+            metrics=self.metrics,
+            owner=owner,
+            default_backend="memory",
+            claim_ttl_s=60,
+            **kwargs,
+        )  # type: ignore[arg-type]
 
     def completion(self) -> Completion:
-        return Completion(state=self.state, configs=self.configs, queue=self.queue,
-                          clock=self.clock, metrics=self.metrics)
+        return Completion(
+            state=self.state,
+            configs=self.configs,
+            queue=self.queue,
+            clock=self.clock,
+            metrics=self.metrics,
+        )
 
     def housekeeper(self) -> Housekeeper:
-        return Housekeeper(state=self.state, queue=self.queue, configs=self.configs,
-                           providers={"memory": self.provider}, clock=self.clock,
-                           metrics=self.metrics)
+        return Housekeeper(
+            state=self.state,
+            queue=self.queue,
+            configs=self.configs,
+            providers={"memory": self.provider},
+            clock=self.clock,
+            metrics=self.metrics,
+        )
 
     async def dispatch_all(self, owner: str = "worker-1") -> list[str]:
         """Receive and handle until the queue has nothing visible."""
@@ -94,8 +124,13 @@ def world() -> World:
 
 def new_world() -> World:
     clock = ManualClock()
-    return World(clock=clock, state=MemoryStateStore(),
-                 queue=MemoryQueue(clock, max_attempts=3, visibility_timeout_s=30),
-                 configs=MemoryConfigStore(), github=FakeGitHub(),
-                 provider=MemoryProvider(clock), pools=MemoryPoolProvider(clock),
-                 metrics=RecordingMetrics())
+    return World(
+        clock=clock,
+        state=MemoryStateStore(),
+        queue=MemoryQueue(clock, max_attempts=3, visibility_timeout_s=30),
+        configs=MemoryConfigStore(),
+        github=FakeGitHub(),
+        provider=MemoryProvider(clock),
+        pools=MemoryPoolProvider(clock),
+        metrics=RecordingMetrics(),
+    )

@@ -19,8 +19,9 @@ async def _launched(world: World, label: str = "runs-fleet=42/cpu=2") -> None:
 
 
 def _report(kind: AgentEvent, name: str = NAME, detail: str | None = None) -> AgentReport:
-    return AgentReport(job_id=JOB, runner_name=name, event=kind,
-                       at=datetime(2026, 1, 5, tzinfo=UTC), detail=detail)
+    return AgentReport(
+        job_id=JOB, runner_name=name, event=kind, at=datetime(2026, 1, 5, tzinfo=UTC), detail=detail
+    )
 
 
 async def test_in_progress_then_completed_ends_the_job_and_deletes_its_config(
@@ -35,8 +36,12 @@ async def test_in_progress_then_completed_ends_the_job_and_deletes_its_config(
     job = await world.state.get_job(JOB)
     assert job is not None and job.status is JobStatus.COMPLETED
     assert [c.status for c in job.timeline] == [
-        JobStatus.QUEUED, JobStatus.CLAIMED, JobStatus.LAUNCHING, JobStatus.RUNNING,
-        JobStatus.COMPLETED]
+        JobStatus.QUEUED,
+        JobStatus.CLAIMED,
+        JobStatus.LAUNCHING,
+        JobStatus.RUNNING,
+        JobStatus.COMPLETED,
+    ]
     assert await world.configs.list_ids() == []
     assert world.metrics.count("runner_mismatches") == 0
 
@@ -85,7 +90,8 @@ async def test_spot_interruption_requeues_once_on_demand_with_the_original_label
     label = "runs-fleet=42/cpu=4/arch=arm64"
     await _launched(world, label)
     outcome = await world.completion().agent_reported(
-        _report(AgentEvent.INTERRUPTED, detail="spot interruption"))
+        _report(AgentEvent.INTERRUPTED, detail="spot interruption")
+    )
     assert outcome is CompletionOutcome.REQUEUED
     job = await world.state.get_job(JOB)
     assert job is not None and job.status is JobStatus.REQUEUED and job.attempt == 2

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import random
 from datetime import timedelta
@@ -52,8 +53,9 @@ async def test_redelivery_after_success_creates_no_second_runner(world: World) -
 async def test_two_workers_with_the_same_message_launch_one_runner(world: World) -> None:
     await _queued(world)
     [delivery] = await world.queue.receive(1, 0)
-    outcomes = await asyncio.gather(world.dispatcher("a").handle(delivery),
-                                    world.dispatcher("b").handle(delivery))
+    outcomes = await asyncio.gather(
+        world.dispatcher("a").handle(delivery), world.dispatcher("b").handle(delivery)
+    )
     assert DispatchOutcome.LAUNCHED in outcomes
     assert len(world.provider.created) == 1
 
@@ -63,8 +65,12 @@ async def test_a_live_claim_of_another_worker_is_waited_for(world: World) -> Non
     [delivery] = await world.queue.receive(1, 0)
     job = await world.state.get_job(JOB)
     assert job is not None
-    claimed = job.transition(JobStatus.CLAIMED, at=world.clock.now(), claim_owner="other",
-                             claim_expires_at=world.clock.now() + timedelta(seconds=50))
+    claimed = job.transition(
+        JobStatus.CLAIMED,
+        at=world.clock.now(),
+        claim_owner="other",
+        claim_expires_at=world.clock.now() + timedelta(seconds=50),
+    )
     await world.state.put_job(claimed, expect_version=job.version)
     assert await world.dispatcher().handle(delivery) is DispatchOutcome.BUSY
     assert world.provider.created == []
@@ -105,8 +111,9 @@ async def test_retryable_failures_end_in_the_dead_letter_queue_with_the_reason(
 
 async def test_permanent_failure_fails_the_job_with_the_reason(world: World) -> None:
     await _queued(world)
-    world.provider.fail_next.append(ProviderError("no instance type has 512 vCPUs",
-                                                  retryable=False))
+    world.provider.fail_next.append(
+        ProviderError("no instance type has 512 vCPUs", retryable=False)
+    )
     assert await world.dispatch_all() == ["failed"]
     job = await world.state.get_job(JOB)
     assert job is not None and job.status is JobStatus.FAILED
@@ -118,8 +125,9 @@ async def test_a_stale_attempt_is_acknowledged_without_work(world: World) -> Non
     await _queued(world)
     job = await world.state.get_job(JOB)
     assert job is not None
-    await world.state.put_job(job.transition(JobStatus.CANCELLED, at=world.clock.now()),
-                              expect_version=job.version)
+    await world.state.put_job(
+        job.transition(JobStatus.CANCELLED, at=world.clock.now()), expect_version=job.version
+    )
     assert await world.dispatch_all() == ["already_done"]
     assert world.provider.created == []
 
@@ -193,10 +201,18 @@ def _crashing_dispatcher(world: World, crash_at: int) -> tuple[Dispatcher, list[
     counter = [0]
     wrap = lambda port: CrashingPort(port, counter, crash_at)  # noqa: E731
     dispatcher = Dispatcher(
-        state=wrap(world.state), queue=wrap(world.queue), configs=wrap(world.configs),
-        github=wrap(world.github), providers={"memory": wrap(world.provider)},
-        pool_providers={"memory": wrap(world.pools)}, clock=world.clock,
-        metrics=world.metrics, owner="doomed", default_backend="memory", claim_ttl_s=60)
+        state=wrap(world.state),
+        queue=wrap(world.queue),
+        configs=wrap(world.configs),
+        github=wrap(world.github),
+        providers={"memory": wrap(world.provider)},
+        pool_providers={"memory": wrap(world.pools)},
+        clock=world.clock,
+        metrics=world.metrics,
+        owner="doomed",
+        default_backend="memory",
+        claim_ttl_s=60,
+    )
     return dispatcher, counter
 
 
@@ -211,9 +227,11 @@ async def _steps_of_a_clean_run(label: str, warm: bool) -> int:
     return counter[0]
 
 
-@pytest.mark.parametrize(("label", "warm"), [("runs-fleet=42/cpu=2", False),
-                                             ("runs-fleet=42/pool=default", True)],
-                         ids=["cold", "warm"])
+@pytest.mark.parametrize(
+    ("label", "warm"),
+    [("runs-fleet=42/cpu=2", False), ("runs-fleet=42/pool=default", True)],
+    ids=["cold", "warm"],
+)
 async def test_a_crash_between_any_two_dispatch_steps_still_gives_exactly_one_runner(
     label: str, warm: bool
 ) -> None:
@@ -225,10 +243,8 @@ async def test_a_crash_between_any_two_dispatch_steps_still_gives_exactly_one_ru
         await _queued(world, label)
         [delivery] = await world.queue.receive(1, 0)
         dispatcher, _ = _crashing_dispatcher(world, crash_at)
-        try:
+        with contextlib.suppress(Crash):
             await dispatcher.handle(delivery)
-        except Crash:
-            pass
         world.clock.advance(61)  # past the visibility timeout and the dead worker's claim
         await world.dispatch_all(owner="survivor")
         world.clock.advance(61)

@@ -43,8 +43,9 @@ async def test_stale_configs_of_ended_jobs_are_deleted(world: World) -> None:
     await world.dispatch_all()
     job = await world.state.get_job(JobId(1))
     assert job is not None
-    await world.state.put_job(job.transition(JobStatus.FAILED, at=world.clock.now()),
-                              expect_version=job.version)
+    await world.state.put_job(
+        job.transition(JobStatus.FAILED, at=world.clock.now()), expect_version=job.version
+    )
     report = await world.housekeeper().run()
     assert len(report.stale_configs) == 1
     assert await world.configs.list_ids() == []
@@ -56,8 +57,9 @@ async def test_a_recorded_job_whose_message_was_lost_is_sent_again(world: World)
     from runs_fleet_core.domain.labels import parse_label
 
     spec = parse_label("runs-fleet=42/cpu=2").for_job(JobId(5), "o/r")
-    job = Job.new(job_id=JobId(5), run_id=RunId("42"), repository="o/r",
-                  at=world.clock.now(), spec=spec)
+    job = Job.new(
+        job_id=JobId(5), run_id=RunId("42"), repository="o/r", at=world.clock.now(), spec=spec
+    )
     await world.state.put_job(job, expect_version=None)
     world.clock.advance(61)
     report = await world.housekeeper().run()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 from runs_fleet_core.domain.ids import JobId
 from runs_fleet_core.domain.job import JobStatus
 from runs_fleet_core.usecases.intake import IntakeOutcome
@@ -66,10 +68,8 @@ async def test_a_recorded_but_unsent_job_is_sent_on_redelivery(world: World) -> 
 
     real_send = world.queue.send
     world.queue.send = failing_send  # type: ignore[method-assign]
-    try:
+    with contextlib.suppress(Boom):
         await world.intake().take(event(5))
-    except Boom:
-        pass
     world.queue.send = real_send  # type: ignore[method-assign]
     assert world.queue.pending_count() == 0
     result = await world.intake().take(event(5))

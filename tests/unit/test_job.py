@@ -75,7 +75,8 @@ def test_a_transition_keeps_the_original_and_records_the_reason() -> None:
 
 
 def test_claims_expire() -> None:
-    job = _job().transition(JobStatus.CLAIMED, at=T0, claim_owner="w",
-                            claim_expires_at=T0 + timedelta(seconds=60))
+    job = _job().transition(
+        JobStatus.CLAIMED, at=T0, claim_owner="w", claim_expires_at=T0 + timedelta(seconds=60)
+    )
     assert job.claim_active(T0 + timedelta(seconds=59))
     assert not job.claim_active(T0 + timedelta(seconds=60))

@@ -38,7 +38,10 @@ def test_a_plugin_with_a_missing_dependency_is_unavailable_not_fatal() -> None:
 
 def test_install_hints_name_the_extra_for_built_in_plugins() -> None:
     assert install_hint("runs-fleet-ec2") == "pip install 'runs-fleet[ec2]'"
-    assert install_hint("acme-runs-fleet-nats") == "pip install --force-reinstall 'acme-runs-fleet-nats'"
+    assert (
+        install_hint("acme-runs-fleet-nats")
+        == "pip install --force-reinstall 'acme-runs-fleet-nats'"
+    )
 
 
 def test_a_misspelt_hook_makes_the_plugin_unavailable_with_the_reason() -> None:
@@ -55,18 +58,22 @@ def test_a_disabled_plugin_is_listed_but_not_loaded() -> None:
 
 
 def test_a_name_offered_twice_is_an_error_naming_both_plugins() -> None:
-    with pytest.raises(PluginError, match="'sample' is offered by both plugin '(good|clash)' "
-                                          "and plugin '(good|clash)'"):
+    with pytest.raises(
+        PluginError,
+        match=r"'sample' is offered by both plugin '(good|clash)' and plugin '(good|clash)'",
+    ):
         _manager("good", "clash").adapters()
 
 
 def test_a_hook_that_raises_is_reported_as_that_plugins_fault() -> None:
-    with pytest.raises(PluginError, match="plugin 'exploding' failed .*boom"):
+    with pytest.raises(PluginError, match=r"plugin 'exploding' failed .*boom"):
         _manager("exploding").adapters()
 
 
 def test_asking_for_an_adapter_nobody_offers_lists_what_exists() -> None:
-    with pytest.raises(PluginError, match=r"no queue named 'sqs' is installed \(installed: sample\)"):
+    with pytest.raises(
+        PluginError, match=r"no queue named 'sqs' is installed \(installed: sample\)"
+    ):
         _manager("good").adapters().queues.get("sqs")
 
 
@@ -80,8 +87,11 @@ def test_installed_plugins_are_found_through_entry_points() -> None:
 def test_every_hook_is_documented_and_exercised() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "plugins.md").read_text()
     samples = (Path(__file__).parent / "plugin_samples" / "good.py").read_text()
-    hooks = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
-             if n.startswith("runs_fleet_")]
+    hooks = [
+        n
+        for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
+        if n.startswith("runs_fleet_")
+    ]
     assert len(hooks) == 3
     for hook in hooks:
         assert inspect.getdoc(getattr(hookspecs, hook)), hook

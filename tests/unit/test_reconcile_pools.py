@@ -68,8 +68,10 @@ class Fleet:
     def acted_on(self) -> set[RunnerId]:
         """Every runner id passed to stop or terminate."""
         return {
-            rid for method, rids in self.provider.calls
-            if method in ("stop", "terminate") for rid in rids
+            rid
+            for method, rids in self.provider.calls
+            if method in ("stop", "terminate")
+            for rid in rids
         }
 
 

@@ -32,15 +32,25 @@ def test_defaults_give_local_mode() -> None:
 def test_every_missing_ec2_setting_is_named_at_once() -> None:
     problems = _problems({"RUNS_FLEET_MODE": "ec2", **GITHUB})
     text = "\n".join(problems)
-    for name in ("RUNS_FLEET_QUEUE_URL", "RUNS_FLEET_PRIVATE_SUBNET_IDS",
-                 "RUNS_FLEET_SECURITY_GROUP_ID", "RUNS_FLEET_INSTANCE_PROFILE_ARN"):
+    for name in (
+        "RUNS_FLEET_QUEUE_URL",
+        "RUNS_FLEET_PRIVATE_SUBNET_IDS",
+        "RUNS_FLEET_SECURITY_GROUP_ID",
+        "RUNS_FLEET_INSTANCE_PROFILE_ARN",
+    ):
         assert f"{name} is required when RUNS_FLEET_MODE=ec2" in text
     assert len(problems) == 4
 
 
 def test_invalid_values_are_all_reported_with_what_is_allowed() -> None:
-    problems = _problems({"RUNS_FLEET_MODE": "ecs", "RUNS_FLEET_MAX_ATTEMPTS": "three",
-                          "RUNS_FLEET_DEFAULT_DISK_GIB": "0", "RUNS_FLEET_PRESETS": "[1]"})
+    problems = _problems(
+        {
+            "RUNS_FLEET_MODE": "ecs",
+            "RUNS_FLEET_MAX_ATTEMPTS": "three",
+            "RUNS_FLEET_DEFAULT_DISK_GIB": "0",
+            "RUNS_FLEET_PRESETS": "[1]",
+        }
+    )
     text = "\n".join(problems)
     assert "RUNS_FLEET_MODE: must be one of local, ec2, k8s, memory (got 'ecs')" in text
     assert "RUNS_FLEET_MAX_ATTEMPTS: 'three' is not a whole number" in text
@@ -61,12 +71,17 @@ def test_secrets_are_read_from_files_and_never_shown(tmp_path: Path) -> None:
 
 
 def test_a_secret_set_twice_or_unreadable_is_a_problem(tmp_path: Path) -> None:
-    env = {**GITHUB, "RUNS_FLEET_MODE": "ec2",
-           "RUNS_FLEET_GITHUB_PRIVATE_KEY_FILE": str(tmp_path / "k"),
-           "RUNS_FLEET_GITHUB_WEBHOOK_SECRET_FILE": str(tmp_path / "missing")}
+    env = {
+        **GITHUB,
+        "RUNS_FLEET_MODE": "ec2",
+        "RUNS_FLEET_GITHUB_PRIVATE_KEY_FILE": str(tmp_path / "k"),
+        "RUNS_FLEET_GITHUB_WEBHOOK_SECRET_FILE": str(tmp_path / "missing"),
+    }
     del env["RUNS_FLEET_GITHUB_WEBHOOK_SECRET"]
     text = "\n".join(_problems(env))
-    assert "RUNS_FLEET_GITHUB_PRIVATE_KEY and RUNS_FLEET_GITHUB_PRIVATE_KEY_FILE are both set" in text
+    assert (
+        "RUNS_FLEET_GITHUB_PRIVATE_KEY and RUNS_FLEET_GITHUB_PRIVATE_KEY_FILE are both set" in text
+    )
     assert "RUNS_FLEET_GITHUB_WEBHOOK_SECRET_FILE: cannot read" in text
 
 
@@ -74,8 +89,9 @@ def test_a_bad_secret_value_is_not_echoed() -> None:
     defs = dict(DEFS)
     from runs_fleet_core.settings import Kind, Setting
 
-    defs["RUNS_FLEET_TOKEN_TTL"] = Setting(name="RUNS_FLEET_TOKEN_TTL", help="", kind=Kind.INT,
-                                           secret=True)
+    defs["RUNS_FLEET_TOKEN_TTL"] = Setting(
+        name="RUNS_FLEET_TOKEN_TTL", help="", kind=Kind.INT, secret=True
+    )
     with pytest.raises(ConfigError) as caught:
         load_settings({"RUNS_FLEET_TOKEN_TTL": "hunter2"}, defs, require=False)
     assert "hunter2" not in str(caught.value)
@@ -83,10 +99,15 @@ def test_a_bad_secret_value_is_not_echoed() -> None:
 
 def test_toml_file_values_and_environment_precedence(tmp_path: Path) -> None:
     config = tmp_path / "runs-fleet.toml"
-    config.write_text('mode = "memory"\ndefault_disk_gib = 80\nbackends = ["memory"]\n'
-                      '[presets]\nbig = "cpu=16/ram=64"\n')
-    settings = load_settings({"RUNS_FLEET_CONFIG_FILE": str(config),
-                              "RUNS_FLEET_DEFAULT_DISK_GIB": "100"}, DEFS, require=False)
+    config.write_text(
+        'mode = "memory"\ndefault_disk_gib = 80\nbackends = ["memory"]\n'
+        '[presets]\nbig = "cpu=16/ram=64"\n'
+    )
+    settings = load_settings(
+        {"RUNS_FLEET_CONFIG_FILE": str(config), "RUNS_FLEET_DEFAULT_DISK_GIB": "100"},
+        DEFS,
+        require=False,
+    )
     assert settings.mode == "memory"
     assert settings["RUNS_FLEET_DEFAULT_DISK_GIB"] == 100
     assert settings["RUNS_FLEET_PRESETS"] == {"big": "cpu=16/ram=64"}
@@ -96,16 +117,25 @@ def test_toml_file_values_and_environment_precedence(tmp_path: Path) -> None:
 def test_unknown_toml_keys_and_broken_files_are_problems(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('mdoe = "ec2"\n')
-    assert any("unknown key 'mdoe'; did you mean 'mode'?" in p
-               for p in _problems({"RUNS_FLEET_CONFIG_FILE": str(config)}))
+    assert any(
+        "unknown key 'mdoe'; did you mean 'mode'?" in p
+        for p in _problems({"RUNS_FLEET_CONFIG_FILE": str(config)})
+    )
     config.write_text("mode = \n")
     assert any("cannot read" in p for p in _problems({"RUNS_FLEET_CONFIG_FILE": str(config)}))
 
 
 def test_unknown_variables_warn_with_a_suggestion_but_service_links_do_not() -> None:
-    settings = load_settings({"RUNS_FLEET_QUEUE_ULR": "x", "RUNS_FLEET_PORT": "tcp://1.2.3.4:80",
-                              "RUNS_FLEET_SERVICE_HOST": "1.2.3.4",
-                              "RUNS_FLEET_PORT_8080_TCP_ADDR": "1.2.3.4"}, DEFS, require=False)
+    settings = load_settings(
+        {
+            "RUNS_FLEET_QUEUE_ULR": "x",
+            "RUNS_FLEET_PORT": "tcp://1.2.3.4:80",
+            "RUNS_FLEET_SERVICE_HOST": "1.2.3.4",
+            "RUNS_FLEET_PORT_8080_TCP_ADDR": "1.2.3.4",
+        },
+        DEFS,
+        require=False,
+    )
     assert settings.warnings == (
         "RUNS_FLEET_QUEUE_ULR is not a runs-fleet setting and is ignored; "
         "did you mean RUNS_FLEET_QUEUE_URL?",
@@ -113,7 +143,8 @@ def test_unknown_variables_warn_with_a_suggestion_but_service_links_do_not() -> 
 
 
 def test_lists_and_booleans_parse() -> None:
-    settings = load_settings({"RUNS_FLEET_BACKENDS": "ec2, k8s", "RUNS_FLEET_DEBUG": "yes"},
-                             DEFS, require=False)
+    settings = load_settings(
+        {"RUNS_FLEET_BACKENDS": "ec2, k8s", "RUNS_FLEET_DEBUG": "yes"}, DEFS, require=False
+    )
     assert settings["RUNS_FLEET_BACKENDS"] == ["ec2", "k8s"]
     assert settings["RUNS_FLEET_DEBUG"] is True

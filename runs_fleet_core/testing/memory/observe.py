@@ -98,11 +98,11 @@ class RecordingMetrics:
         """Record one observation of the histogram ``name`` with ``labels``."""
         self.observations.setdefault(_series(name, labels), []).append(value)
 
-    def count(self, name: str, **labels: str) -> float:
+    def count(self, name: str, /, **labels: str) -> float:
         """The sum of the counters ``name`` whose labels include ``labels``."""
         return sum(v for k, v in self.counters.items() if _matches(k, name, labels))
 
-    def gauge_value(self, name: str, **labels: str) -> float | None:
+    def gauge_value(self, name: str, /, **labels: str) -> float | None:
         """The gauge ``name`` whose labels include ``labels`` (``None`` if never set;
         ``ValueError`` if several series match)."""
         found = [v for k, v in self.gauges.items() if _matches(k, name, labels)]
@@ -110,7 +110,7 @@ class RecordingMetrics:
             raise ValueError(f"{len(found)} gauges {name!r} match {labels}; name more labels")
         return found[0] if found else None
 
-    def observed(self, name: str, **labels: str) -> list[float]:
+    def observed(self, name: str, /, **labels: str) -> list[float]:
         """Every value observed for ``name`` in series whose labels include ``labels``."""
         return [
             value

@@ -24,5 +24,6 @@ def runs_fleet_register_settings(registry: SettingsRegistry) -> None:
 
 @hookimpl
 def runs_fleet_register_commands(registry: CommandRegistry) -> None:
-    registry.add(Command(name="sample", help="say hello", configure=lambda parser: None,
-                         run=lambda args: 0))
+    registry.add(
+        Command(name="sample", help="say hello", configure=lambda parser: None, run=lambda args: 0)
+    )
