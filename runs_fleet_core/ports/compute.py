@@ -72,11 +72,13 @@ class PoolProvider(Protocol):
         ...
 
     async def start_runners(self, runner_ids: Sequence[RunnerId]) -> None:
-        """Start stopped runners. Starting a running one is not an error."""
+        """Start stopped runners. Starting a running one is not an error; an id the
+        pool never had (or one already terminated) raises ``NotFoundError``."""
         ...
 
     async def stop_runners(self, runner_ids: Sequence[RunnerId]) -> None:
-        """Stop runners without removing them. Stopping a stopped one is not an error."""
+        """Stop runners without removing them. Stopping a stopped one is not an error;
+        an unknown or terminated id raises ``NotFoundError``."""
         ...
 
     async def terminate_runners(self, runner_ids: Sequence[RunnerId]) -> None:

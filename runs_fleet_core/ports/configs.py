@@ -16,7 +16,11 @@ from runs_fleet_core.domain.runner import RunnerConfig
 @runtime_checkable
 class ConfigStore(Protocol):
     async def put(self, runner_id: RunnerId, config: RunnerConfig) -> None:
-        """Store (or overwrite) the config of ``runner_id``, durably, before returning."""
+        """Store (or overwrite) the config of ``runner_id``, durably, before returning.
+
+        Runner ids are what providers hand out (instance ids, pod names) and runner
+        names (``runs-fleet-<job>-<attempt>``): letters, digits, ``.``, ``_`` and ``-``.
+        An adapter refuses anything else with ``ValueError`` before touching storage."""
         ...
 
     async def get(self, runner_id: RunnerId) -> RunnerConfig | None:

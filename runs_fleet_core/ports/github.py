@@ -69,5 +69,6 @@ class GitHub(Protocol):
         ...
 
     async def get_job(self, repository: str, job_id: JobId) -> JobStatusReport:
-        """The job's current status as GitHub knows it."""
+        """The job's current status as GitHub knows it; ``NotFoundError`` if GitHub
+        has no such job in ``repository``."""
         ...

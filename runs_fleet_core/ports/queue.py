@@ -41,7 +41,10 @@ class Queue(Protocol):
         """Store the message durably before returning.
 
         Sends with an equal ``message.dedup_id`` while an earlier one is still queued or
-        in flight are dropped (a duplicate webhook must not queue twice).
+        in flight are dropped (a duplicate webhook must not queue twice). After an ack
+        an adapter may keep dropping that id for a while (SQS FIFO does, for five
+        minutes); callers must not rely on either behaviour and use a new attempt
+        number for a deliberate resend.
         """
         ...
 
@@ -59,7 +62,12 @@ class Queue(Protocol):
         ...
 
     async def retry(self, delivery: Delivery, delay_s: float) -> None:
-        """Make the message visible again after ``delay_s`` (its attempt count stays)."""
+        """Make the message visible again after ``delay_s``.
+
+        The attempt count is not reset: the next delivery is ``attempt + 1`` and counts
+        towards the maximum, so a message retried forever still ends in the dead-letter
+        queue.
+        """
         ...
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:

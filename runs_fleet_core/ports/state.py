@@ -59,12 +59,14 @@ class StateStore(Protocol):
     ) -> Lease | None:
         """Take the lease ``name`` for ``owner`` if it is free or expired (or already
         ``owner``'s, which renews it). Returns ``None`` when someone else holds it.
-        Each change of holder gets a fencing token larger than every earlier one."""
+        Each new holding (a different owner, or the same owner after its lease expired)
+        gets a fencing token larger than every earlier one."""
         ...
 
     async def renew_lease(self, lease: Lease, ttl_s: float, now: datetime) -> Lease | None:
         """Extend a lease still held by ``lease.owner`` with the same token; ``None``
-        if it was lost (expired and taken, or released)."""
+        if it was lost (taken by another owner, or released). An expired lease that
+        nobody took since may be renewed: its token still fences out older holders."""
         ...
 
     async def release_lease(self, lease: Lease) -> None:

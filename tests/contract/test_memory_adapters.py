@@ -82,9 +82,7 @@ class TestMemoryQueue(QueueContract):
         assert (await self.receive_one(queue)).attempt == 1
         assert queue.redrive() == 0
 
-    async def test_a_message_that_cannot_be_serialized_is_refused(
-        self, queue: MemoryQueue
-    ) -> None:
+    async def test_a_message_that_cannot_be_serialized_is_refused(self, queue: MemoryQueue) -> None:
         spec = RunnerSpec(run_id=RunId("1"), label="x", labels=(object(),))  # type: ignore[arg-type]
         bad = JobMessage(job_id=JobId(1), run_id=RunId("1"), repository="o/r", spec=spec)
         with pytest.raises(TypeError):

@@ -220,7 +220,5 @@ class PoolProviderContract:
         assert list(await self.settled(pool_provider, pool_config.name)) == list(mine)
         assert sorted(await self.settled(pool_provider, other.name)) == sorted(theirs)
 
-    async def test_a_pool_without_runners_lists_none(
-        self, pool_provider: PoolProvider
-    ) -> None:
+    async def test_a_pool_without_runners_lists_none(self, pool_provider: PoolProvider) -> None:
         assert list(await pool_provider.list_pool_runners("no-such-pool")) == []

@@ -94,9 +94,7 @@ class QueueContract:
         """Let a whole visibility timeout pass, with a margin."""
         await advance(self.visibility_timeout_s * 1.5)
 
-    async def test_a_sent_message_is_received_unchanged_as_attempt_one(
-        self, queue: Queue
-    ) -> None:
+    async def test_a_sent_message_is_received_unchanged_as_attempt_one(self, queue: Queue) -> None:
         await queue.send(job_message(1))
         delivery = await self.receive_one(queue)
         assert delivery.message == job_message(1)
@@ -241,9 +239,7 @@ class QueueContract:
         dead = await queue.dead_letters()
         assert [(d.message.job_id, d.reason) for d in dead] == [(2, "second"), (1, "first")]
 
-    async def test_two_concurrent_receivers_never_get_the_same_message(
-        self, queue: Queue
-    ) -> None:
+    async def test_two_concurrent_receivers_never_get_the_same_message(self, queue: Queue) -> None:
         await queue.send(job_message(1))
         results: Sequence[Sequence[Delivery]] = await asyncio.gather(
             queue.receive(1, 0), queue.receive(1, 0)

@@ -53,7 +53,10 @@ class FakeGitHub:
             del runners[existing.runner_id]
         runner_id = next(self._ids)
         runners[runner_id] = GitHubRunner(
-            runner_id=runner_id, name=runner_name, busy=False, status="offline",
+            runner_id=runner_id,
+            name=runner_name,
+            busy=False,
+            status="offline",
             labels=tuple(labels),
         )
         document = {"runner_id": runner_id, "secret": secrets.token_urlsafe(32)}

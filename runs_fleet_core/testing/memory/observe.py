@@ -57,9 +57,7 @@ class ManualClock:
 
 def _series(name: str, labels: Mapping[str, str] | None) -> LabelKey:
     if not _METRIC_NAME_RE.fullmatch(name) or name.startswith("runs_fleet_"):
-        raise ValueError(
-            f"metric name {name!r} must be snake_case without the runs_fleet_ prefix"
-        )
+        raise ValueError(f"metric name {name!r} must be snake_case without the runs_fleet_ prefix")
     return name, tuple(sorted((labels or {}).items()))
 
 

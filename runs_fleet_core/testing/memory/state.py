@@ -159,9 +159,7 @@ class MemoryStateStore:
 
     def _holds(self, lease: Lease) -> bool:
         current = self._get_lease(lease.name)
-        return (
-            current is not None and current.owner == lease.owner and current.token == lease.token
-        )
+        return current is not None and current.owner == lease.owner and current.token == lease.token
 
     def _store_lease(self, lease: Lease) -> Lease:
         payload = dumps(self._converter, lease)
