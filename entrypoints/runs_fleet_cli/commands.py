@@ -10,8 +10,8 @@ from typing import Any
 from runs_fleet_cli.bootstrap import label_defaults, plugin_manager, settings_from
 from runs_fleet_cli.output import emit_json, emit_table
 from runs_fleet_core.converters import make_message_converter
-from runs_fleet_core.domain.labels import describe, parse_runs_on, validate_presets
-from runs_fleet_core.domain.spec import RunnerSpec
+from runs_fleet_core.domain.labels import parse_runs_on, validate_presets
+from runs_fleet_core.domain.spec import RunnerSpec, describe
 from runs_fleet_core.errors import ConfigError, LabelError, RunsFleetError
 from runs_fleet_core.settings import Secret
 from runs_fleet_core.wiring import check_wiring, choose_wiring

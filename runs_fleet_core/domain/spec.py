@@ -64,3 +64,30 @@ class RunnerSpec:
     def on_demand(self) -> RunnerSpec:
         """The same request without spot (used when a spot runner was interrupted)."""
         return attrs.evolve(self, spot=False)
+
+
+def describe(spec: RunnerSpec) -> str:
+    """A short one-line summary of ``spec`` for people, e.g. ``2-4 vCPU, any RAM, any
+    arch, linux, 40 GiB disk, spot``."""
+    ram = "any RAM" if spec.ram_min == 0 and spec.ram_max is None else ""
+    parts = [
+        _span(spec.cpu_min, spec.cpu_max, "vCPU"),
+        ram or _span(spec.ram_min, spec.ram_max, "GiB RAM"),
+        f"{spec.arch} only" if spec.arch else "any arch",
+        spec.os,
+        "family " + "/".join(spec.families) if spec.families else "",
+        f"generation {spec.gen}+" if spec.gen is not None else "",
+        f"{spec.disk_gib} GiB disk",
+        "spot" if spec.spot else "on-demand",
+        "private network" if spec.private else "",
+        f"pool {spec.pool}" if spec.pool else "",
+        f"backend {spec.backend}" if spec.backend else "",
+        f"preset {spec.preset}" if spec.preset else "",
+    ]
+    return ", ".join(part for part in parts if part)
+
+
+def _span(low: int, high: int | None, unit: str) -> str:
+    if high is None:
+        return f"{low}+ {unit}"
+    return f"{low} {unit}" if low == high else f"{low}-{high} {unit}"

@@ -12,13 +12,12 @@ from hypothesis import strategies as st
 from runs_fleet_core.domain.labels import (
     MARKER,
     LabelDefaults,
-    describe,
     find_marker,
     parse_label,
     parse_runs_on,
     validate_presets,
 )
-from runs_fleet_core.domain.spec import Arch, RunnerSpec
+from runs_fleet_core.domain.spec import Arch, RunnerSpec, describe
 from runs_fleet_core.errors import LabelError
 
 PRESETS = {
