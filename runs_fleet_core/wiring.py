@@ -108,25 +108,19 @@ def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) 
         raise ConfigError(problems)
     wiring = choose_wiring(settings)
     try:
-        bare = AdapterContext(
-            settings=settings,
-            clock=clock,
-            metrics=registry.metrics.get(wiring.metrics)(
-                AdapterContext(settings=settings, clock=clock, metrics=_NullMetrics())
-            ),
+        metrics = registry.metrics.get(wiring.metrics)(
+            AdapterContext(settings=settings, clock=clock, metrics=_NullMetrics())
         )
+        context = AdapterContext(settings=settings, clock=clock, metrics=metrics)
+        pool_backends = [b for b in wiring.backends if b in registry.pool_providers.names()]
         return Adapters(
-            providers={b: registry.providers.get(b)(bare) for b in wiring.backends},
-            pool_providers={
-                b: registry.pool_providers.get(b)(bare)
-                for b in wiring.backends
-                if b in registry.pool_providers.names()
-            },
-            queue=registry.queues.get(wiring.queue)(bare),
-            state=registry.state_stores.get(wiring.state_store)(bare),
-            configs=registry.config_stores.get(wiring.config_store)(bare),
-            github=registry.github_clients.get(wiring.github)(bare),
-            metrics=bare.metrics,
+            providers={b: registry.providers.get(b)(context) for b in wiring.backends},
+            pool_providers={b: registry.pool_providers.get(b)(context) for b in pool_backends},
+            queue=registry.queues.get(wiring.queue)(context),
+            state=registry.state_stores.get(wiring.state_store)(context),
+            configs=registry.config_stores.get(wiring.config_store)(context),
+            github=registry.github_clients.get(wiring.github)(context),
+            metrics=metrics,
             clock=clock,
             wiring=wiring,
         )
