@@ -24,7 +24,7 @@ from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.domain.runner import RunnerConfig, RunnerPhase
 from runs_fleet_core.domain.spec import RunnerSpec
-from runs_fleet_core.errors import AdapterError, ConflictError
+from runs_fleet_core.errors import AdapterError, ConflictError, NotFoundError
 from runs_fleet_core.ports import (
     Clock,
     ConfigStore,
@@ -170,7 +170,13 @@ class Dispatcher:
             return None
         name = runner_name_for(job.job_id, job.attempt)
         await self._store_config(job, job.spec, runner_id, name)
-        await pools.start_runners([runner_id])
+        try:
+            await pools.start_runners([runner_id])
+        except NotFoundError:  # the warm runner vanished since it was listed
+            await self.configs.delete(runner_id)
+            await self.state.release_runner(runner_id, job.job_id)
+            self.metrics.increment("pool_misses", labels={"pool": job.spec.pool})
+            return None
         launching = (
             job.transition(
                 JobStatus.LAUNCHING,

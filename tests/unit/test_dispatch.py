@@ -162,6 +162,29 @@ async def test_a_busy_pool_falls_back_to_a_cold_start(world: World) -> None:
     assert world.metrics.count("pool_misses", pool="default") == 1
 
 
+async def test_a_warm_runner_that_vanished_is_released_and_the_job_cold_started(
+    world: World,
+) -> None:
+    runner_id = await _warm_pool(world, stopped=True)
+    await world.pools.terminate_runners([runner_id])
+    real_list = world.pools.list_pool_runners
+
+    async def stale_listing(pool: str) -> list[Any]:
+        from runs_fleet_core.domain.runner import PoolRunner
+
+        return [
+            *await real_list(pool),
+            PoolRunner(runner_id=runner_id, pool=pool, phase=RunnerPhase.STOPPED),
+        ]
+
+    world.pools.list_pool_runners = stale_listing  # type: ignore[method-assign]
+    await _queued(world, "runs-fleet=42/pool=default")
+    assert await world.dispatch_all() == ["launched"]
+    assert await world.state.get_assignment(runner_id) is None
+    assert await world.configs.get(runner_id) is None
+    assert len(world.provider.created) == 1
+
+
 def test_backoff_grows_and_stays_under_the_cap() -> None:
     rng = random.Random(7)
     delays = [backoff_delay(n, base_s=5, cap_s=60, rng=rng) for n in range(1, 40)]
