@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from runs_fleet_core.catalog import CORE_SETTINGS
-from runs_fleet_core.domain.labels import LabelDefaults
+from runs_fleet_core.domain.labels import DEFAULT_BACKENDS, LabelDefaults
 from runs_fleet_core.plugins import PluginManager
 from runs_fleet_core.plugins.manager import DISABLE_VAR
 from runs_fleet_core.settings import Setting, Settings, load_settings
@@ -33,8 +33,10 @@ def settings_from(env: Mapping[str, str], plugins: PluginManager, *, require: bo
 
 
 def label_defaults(settings: Settings) -> LabelDefaults:
-    """Label parsing defaults from configuration (disk size, operator presets)."""
+    """Label parsing defaults from configuration: disk size, operator presets, and the
+    backend names a label may use (the built-in ones plus any the deployment enables)."""
     return LabelDefaults(
         disk_gib=settings.get("RUNS_FLEET_DEFAULT_DISK_GIB"),
         presets=settings.get("RUNS_FLEET_PRESETS", {}),
+        backends=DEFAULT_BACKENDS | frozenset(settings.get("RUNS_FLEET_BACKENDS", [])),
     )
