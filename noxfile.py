@@ -65,3 +65,10 @@ def dev(session: nox.Session) -> None:
         *nox.project.dependency_groups(PYPROJECT, "test", "lint", "typecheck"),
     )
     session.log("ready: source .venv/bin/activate && runs-fleet --help")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: figures and ratios against baselines measured in the same run."""
+    _install_project(session, "test")
+    session.run("python", "bench/core.py")

@@ -10,14 +10,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from runs_fleet_cli import commands
 from runs_fleet_core import __version__
 from runs_fleet_core.errors import RunsFleetError
 
+EXIT_USAGE = 2
 EXIT_INTERNAL = 1
 BUILT_IN = {"labels", "config", "plugins"}
+
+
+def _builtin(name: str) -> Callable[[argparse.Namespace], int]:
+    """A handler that imports the commands module only when it runs (fast --help)."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from runs_fleet_cli import commands
+
+        result: int = getattr(commands, name)(args)
+        return result
+
+    return handler
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "(several labels: separate them with commas)",
     )
     explain.add_argument("--json", action="store_true", help="print one JSON object")
-    explain.set_defaults(handler=commands.labels_explain)
+    explain.set_defaults(handler=_builtin("labels_explain"))
 
     config = sub.add_parser("config", help="check the configuration")
     config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
@@ -49,13 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate every setting for the chosen mode; exit 2 listing all problems"
     )
     check.add_argument("--json", action="store_true", help="print one JSON object")
-    check.set_defaults(handler=commands.config_check)
+    check.set_defaults(handler=_builtin("config_check"))
 
     plugins = sub.add_parser(
         "plugins", help="list plugins, what they provide, and why one is unavailable"
     )
     plugins.add_argument("--json", action="store_true", help="print JSON")
-    plugins.set_defaults(handler=commands.plugins_list)
+    plugins.set_defaults(handler=_builtin("plugins_list"))
     return parser
 
 
@@ -81,14 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             args = parser.parse_args(args_list)
         except SystemExit as exit_:  # --help, --version and usage errors
-            return exit_.code if isinstance(exit_.code, int) else commands.EXIT_USAGE
+            return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
         if not hasattr(args, "handler"):
             parser.print_help()
-            return commands.EXIT_USAGE
+            return EXIT_USAGE
         return int(args.handler(args))
     except RunsFleetError as exc:
         sys.stderr.write(f"error: {exc}\n")
-        return commands.EXIT_USAGE
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the user gets a sentence, not a traceback
