@@ -69,16 +69,38 @@ async def _raw_queue(clock: ManualClock) -> None:
 
 async def _dispatch(clock: ManualClock) -> None:
     state, queue, metrics = MemoryStateStore(), MemoryQueue(clock), RecordingMetrics()
-    intake = Intake(state=state, queue=queue, clock=clock, metrics=metrics,
-                    labels=LabelDefaults(), backends=("memory",), default_backend="memory")
-    dispatcher = Dispatcher(state=state, queue=queue, configs=MemoryConfigStore(),
-                            github=FakeGitHub(), providers={"memory": MemoryProvider(clock)},
-                            pool_providers={}, clock=clock, metrics=metrics, owner="bench",
-                            default_backend="memory")
+    intake = Intake(
+        state=state,
+        queue=queue,
+        clock=clock,
+        metrics=metrics,
+        labels=LabelDefaults(),
+        backends=("memory",),
+        default_backend="memory",
+    )
+    dispatcher = Dispatcher(
+        state=state,
+        queue=queue,
+        configs=MemoryConfigStore(),
+        github=FakeGitHub(),
+        providers={"memory": MemoryProvider(clock)},
+        pool_providers={},
+        clock=clock,
+        metrics=metrics,
+        owner="bench",
+        default_backend="memory",
+    )
     for n in range(JOBS):
-        await intake.take(WorkflowJobEvent(
-            action=WorkflowJobAction.QUEUED, job_id=JobId(n + 1), run_id=42, run_attempt=1,
-            repository="o/r", labels=("runs-fleet=42/cpu=2",)))
+        await intake.take(
+            WorkflowJobEvent(
+                action=WorkflowJobAction.QUEUED,
+                job_id=JobId(n + 1),
+                run_id=42,
+                run_attempt=1,
+                repository="o/r",
+                labels=("runs-fleet=42/cpu=2",),
+            )
+        )
     while deliveries := await queue.receive(10, 0):
         for delivery in deliveries:
             await dispatcher.handle(delivery)
@@ -86,19 +108,25 @@ async def _dispatch(clock: ManualClock) -> None:
 
 def main() -> None:
     bare, cli = cli_startup()
-    print(f"cli start-up: bare python {bare * 1000:.0f} ms, runs-fleet --help "
-          f"{cli * 1000:.0f} ms, ratio {cli / bare:.1f}x")
+    print(
+        f"cli start-up: bare python {bare * 1000:.0f} ms, runs-fleet --help "
+        f"{cli * 1000:.0f} ms, ratio {cli / bare:.1f}x"
+    )
 
     raw = _best_of(3, lambda: asyncio.run(_raw_queue(ManualClock())))
     full = _best_of(3, lambda: asyncio.run(_dispatch(ManualClock())))
-    print(f"dispatch: raw queue {JOBS / raw:,.0f} msg/s, intake+dispatch {JOBS / full:,.0f} "
-          f"jobs/s, ratio {full / raw:.1f}x the raw queue's cost")
+    print(
+        f"dispatch: raw queue {JOBS / raw:,.0f} msg/s, intake+dispatch {JOBS / full:,.0f} "
+        f"jobs/s, ratio {full / raw:.1f}x the raw queue's cost"
+    )
 
     labels = [LABEL.replace("42", str(n)) for n in range(JOBS)]
     split = _best_of(5, lambda: [label.split("/") for label in labels])
     parse = _best_of(5, lambda: [parse_label(label) for label in labels])
-    print(f"labels: {JOBS / parse:,.0f} parses/s, ratio {parse / split:.0f}x str.split "
-          f"(median of runs is {statistics.median([parse]) * 1e6 / JOBS:.1f} us/label)")
+    print(
+        f"labels: {JOBS / parse:,.0f} parses/s, ratio {parse / split:.0f}x str.split "
+        f"(median of runs is {statistics.median([parse]) * 1e6 / JOBS:.1f} us/label)"
+    )
 
 
 if __name__ == "__main__":

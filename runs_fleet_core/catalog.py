@@ -17,7 +17,10 @@ SERVING_MODES = frozenset({"local", "ec2", "k8s"})
 
 @attrs.frozen(kw_only=True)
 class ModeWiring:
-    """Default adapter names, per port, for one mode (each overridable by a setting)."""
+    """Default adapter names, per port, for one mode (each overridable by a setting).
+
+    ``extra`` names the ``runs-fleet[extra]`` that installs the mode's plugins ("" when
+    they ship with runs-fleet itself)."""
 
     provider: str
     queue: str
@@ -63,7 +66,7 @@ MODE_WIRING: dict[str, ModeWiring] = {
         config_store="memory",
         metrics="memory",
         github="memory",
-        extra="all",
+        extra="",
     ),
 }
 
@@ -97,7 +100,6 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     _s("CONFIG_ADAPTER", "runner config store adapter name, overriding the mode's default"),
     _s("METRICS_ADAPTER", "metrics sink name, overriding the mode's default"),
     _s("GITHUB_ADAPTER", "GitHub client name, overriding the mode's default"),
-    _s("DISABLE_PLUGINS", "plugins not to load, by entry-point name", kind=Kind.LIST, default=[]),
     _s(
         "STATE_DIR",
         "where local mode keeps its data (default: the per-user data dir)",
@@ -168,6 +170,5 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         default=120.0,
         minimum=5,
     ),
-    _s("DEBUG", "show tracebacks of internal errors", kind=Kind.BOOL, default=False),
     _s("LOG_LEVEL", "log level", default="info", choices=("debug", "info", "warning", "error")),
 )

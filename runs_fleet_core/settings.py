@@ -27,9 +27,29 @@ from runs_fleet_core.errors import ConfigError
 
 PREFIX = "RUNS_FLEET_"
 CONFIG_FILE_VAR = "RUNS_FLEET_CONFIG_FILE"
-# Kubernetes injects <SERVICE>_PORT / _SERVICE_HOST variables for a Service named
-# "runs-fleet"; they are not settings and must not be reported as typos.
-_SERVICE_LINK = re.compile(r"RUNS_FLEET(_[A-Z0-9]+)*_(SERVICE_HOST|SERVICE_PORT\w*|PORT\w*)$")
+ENV_ONLY_VARS = frozenset({CONFIG_FILE_VAR, "RUNS_FLEET_DISABLE_PLUGINS", "RUNS_FLEET_DEBUG"})
+"""Read from the environment before any setting exists (which plugins to load, where
+the file is, whether to show tracebacks); they cannot come from the TOML file."""
+
+# Kubernetes injects variables describing each Service into every pod; for a Service
+# named "runs-fleet..." they start with RUNS_FLEET_. They are recognised by name *and*
+# value, so that a misspelt setting ending in _PORT is still reported.
+_SERVICE_LINKS = (
+    (re.compile(r"RUNS_FLEET\w*_SERVICE_HOST"), re.compile(r"[0-9A-Fa-f.:]+")),
+    (re.compile(r"RUNS_FLEET\w*_SERVICE_PORT(_\w+)?"), re.compile(r"[0-9]+")),
+    (
+        re.compile(r"RUNS_FLEET\w*_PORT(_[0-9]+_(TCP|UDP|SCTP))?"),
+        re.compile(r"(tcp|udp|sctp)://\S+"),
+    ),
+    (re.compile(r"RUNS_FLEET\w*_PORT_[0-9]+_(TCP|UDP|SCTP)_PROTO"), re.compile(r"tcp|udp|sctp")),
+    (re.compile(r"RUNS_FLEET\w*_PORT_[0-9]+_(TCP|UDP|SCTP)_PORT"), re.compile(r"[0-9]+")),
+    (re.compile(r"RUNS_FLEET\w*_PORT_[0-9]+_(TCP|UDP|SCTP)_ADDR"), re.compile(r"[0-9A-Fa-f.:]+")),
+)
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """Whether ``name=value`` looks like a variable Kubernetes injected for a Service."""
+    return any(n.fullmatch(name) and v.fullmatch(value) for n, v in _SERVICE_LINKS)
 
 
 class Secret(str):
@@ -103,6 +123,11 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(text)
 
 
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    """An environment-only on/off switch: true for 1/true/yes/on, false otherwise."""
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def _parse_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -168,8 +193,8 @@ def _raw_value(
 ) -> tuple[Any, str]:
     """The unparsed value of ``setting`` and where it came from ("" when unset)."""
     file_var = f"{setting.name}_FILE"
-    if setting.secret and file_var in env:
-        if setting.name in env:
+    if setting.secret and env.get(file_var):
+        if env.get(setting.name):
             problems.append(f"{setting.name} and {file_var} are both set: keep one")
             return None, ""
         try:
@@ -177,7 +202,7 @@ def _raw_value(
         except OSError as exc:
             problems.append(f"{file_var}: cannot read {env[file_var]}: {exc.strerror}")
             return None, ""
-    if setting.name in env:
+    if env.get(setting.name, "") != "":
         return env[setting.name], "environment"
     if setting.toml_key in toml:
         return toml[setting.toml_key], "config file"
@@ -190,23 +215,32 @@ def load_settings(
     """Read, parse and check every declared setting; raise ``ConfigError`` listing all
     problems (never stopping at the first). ``require=False`` skips the per-mode
     "required" checks, for commands that only read a few settings."""
+    settings, problems = inspect_settings(env, definitions, require=require)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def inspect_settings(
+    env: Mapping[str, str], definitions: Mapping[str, Setting], *, require: bool = True
+) -> tuple[Settings, list[str]]:
+    """Like :func:`load_settings` but never raises: the settings (a setting whose value
+    is invalid keeps its default) and every problem found."""
     problems: list[str] = []
     toml = _read_toml(env[CONFIG_FILE_VAR], problems) if env.get(CONFIG_FILE_VAR) else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name, setting in definitions.items():
+        values[name], sources[name] = setting.default, "default"
         raw, source = _raw_value(setting, env, toml, problems)
-        if source and raw != "":
+        if source:
             try:
-                values[name] = _coerce(setting, raw)
-                sources[name] = source
+                value = _coerce(setting, raw)
             except (ValueError, TypeError):
                 shown = "the value given" if setting.secret else repr(raw)
                 problems.append(f"{name}: {shown} is not a {setting.kind.value}")
                 continue
-        else:
-            values[name] = setting.default
-            sources[name] = "default"
+            values[name], sources[name] = value, source
         if values[name] is not None and (why := _check_value(setting, values[name])):
             problems.append(f"{name}: {why} (got {values[name]!r})")
     mode = values.get("RUNS_FLEET_MODE")
@@ -214,17 +248,16 @@ def load_settings(
         if mode in setting.required_in and values.get(name) in (None, "", []):
             problems.append(f"{name} is required when RUNS_FLEET_MODE={mode}: {setting.help}")
     problems += _unknown_toml_keys(toml, definitions)
-    if problems:
-        raise ConfigError(problems)
-    return Settings(values=values, warnings=tuple(_unknown_vars(env, definitions)), sources=sources)
+    warnings = tuple(_unknown_vars(env, definitions))
+    return Settings(values=values, warnings=warnings, sources=sources), problems
 
 
 def _unknown_vars(env: Mapping[str, str], definitions: Mapping[str, Setting]) -> list[str]:
-    known = set(definitions) | {CONFIG_FILE_VAR}
+    known = set(definitions) | ENV_ONLY_VARS
     known |= {f"{n}_FILE" for n, s in definitions.items() if s.secret}
     found = []
     for var in sorted(env):
-        if var.startswith(PREFIX) and var not in known and not _SERVICE_LINK.match(var):
+        if var.startswith(PREFIX) and var not in known and not is_service_link(var, env[var]):
             close = difflib.get_close_matches(var, sorted(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             found.append(f"{var} is not a runs-fleet setting and is ignored{hint}")

@@ -12,9 +12,10 @@ from typing import Any
 
 import attrs
 
-from runs_fleet_core.catalog import MODE_WIRING, ModeWiring
+from runs_fleet_core.catalog import CORE_SETTINGS, MODE_WIRING, ModeWiring
+from runs_fleet_core.domain.labels import DEFAULT_BACKENDS, LabelDefaults, validate_presets
 from runs_fleet_core.errors import ConfigError, PluginError
-from runs_fleet_core.plugins.manager import install_hint
+from runs_fleet_core.plugins.manager import PluginManager, extra_hint
 from runs_fleet_core.plugins.registry import AdapterContext, AdapterRegistry, NamedOffers
 from runs_fleet_core.ports import (
     Clock,
@@ -26,7 +27,60 @@ from runs_fleet_core.ports import (
     Queue,
     StateStore,
 )
-from runs_fleet_core.settings import Settings
+from runs_fleet_core.settings import Setting, Settings, inspect_settings
+
+BUILT_IN_HINT = (
+    "it ships with runs-fleet itself: check that RUNS_FLEET_DISABLE_PLUGINS does not name "
+    "the plugin that offers it"
+)
+
+
+def setting_definitions(plugins: PluginManager) -> dict[str, Setting]:
+    """The core's settings followed by every available plugin's. A plugin may not
+    redeclare a core setting."""
+    definitions = {setting.name: setting for setting in CORE_SETTINGS}
+    for offer in plugins.settings().settings.offers():
+        if offer.name in definitions:
+            raise PluginError(
+                f"plugin {offer.plugin!r} declares {offer.name}, which is a setting of "
+                "runs-fleet itself; the plugin must use a name of its own"
+            )
+        definitions[offer.name] = offer.item
+    return definitions
+
+
+def inspect_deployment(
+    env: Mapping[str, str], plugins: PluginManager, *, require: bool = True
+) -> tuple[Settings, list[str]]:
+    """The deployment's settings and every problem with them at once: invalid or missing
+    settings, adapters no installed plugin offers, broken label presets."""
+    settings, problems = inspect_settings(env, setting_definitions(plugins), require=require)
+    if settings.mode in MODE_WIRING:
+        problems += check_wiring(settings, plugins.adapters())
+    problems += validate_presets(
+        settings.get("RUNS_FLEET_PRESETS", {}), defaults=label_defaults(settings)
+    )
+    return settings, problems
+
+
+def deployment_settings(
+    env: Mapping[str, str], plugins: PluginManager, *, require: bool = True
+) -> Settings:
+    """Like :func:`inspect_deployment`, raising ``ConfigError`` if there is any problem."""
+    settings, problems = inspect_deployment(env, plugins, require=require)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def label_defaults(settings: Settings) -> LabelDefaults:
+    """Label parsing defaults from configuration: disk size, operator presets, and the
+    backend names a label may use (the built-in ones plus any the deployment enables)."""
+    return LabelDefaults(
+        disk_gib=settings.get("RUNS_FLEET_DEFAULT_DISK_GIB"),
+        presets=settings.get("RUNS_FLEET_PRESETS", {}),
+        backends=DEFAULT_BACKENDS | frozenset(settings.get("RUNS_FLEET_BACKENDS", [])),
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -77,7 +131,7 @@ def check_wiring(settings: Settings, registry: AdapterRegistry) -> list[str]:
         (registry.metrics, wiring.metrics),
         (registry.github_clients, wiring.github),
     ]
-    hint = install_hint(f"runs-fleet-{wiring.extra}")
+    hint = extra_hint(wiring.extra) if wiring.extra else BUILT_IN_HINT
     for table, name in wanted:
         if name not in table.names():
             problems.append(

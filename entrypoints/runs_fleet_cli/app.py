@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from runs_fleet_core import __version__
 from runs_fleet_core.errors import RunsFleetError
+from runs_fleet_core.settings import env_flag
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the user gets a sentence, not a traceback
-        if os.environ.get("RUNS_FLEET_DEBUG"):
+        if env_flag(os.environ, "RUNS_FLEET_DEBUG"):
             raise
         sys.stderr.write(
             f"runs-fleet: internal error: {type(exc).__name__}: {exc}\n"

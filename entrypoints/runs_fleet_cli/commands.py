@@ -7,14 +7,19 @@ import os
 import sys
 from typing import Any
 
-from runs_fleet_cli.bootstrap import label_defaults, plugin_manager, settings_from
+from runs_fleet_cli.bootstrap import plugin_manager
 from runs_fleet_cli.output import emit_json, emit_table
 from runs_fleet_core.converters import make_message_converter
-from runs_fleet_core.domain.labels import parse_runs_on, validate_presets
+from runs_fleet_core.domain.labels import parse_runs_on
 from runs_fleet_core.domain.spec import RunnerSpec, describe
 from runs_fleet_core.errors import ConfigError, LabelError, RunsFleetError
-from runs_fleet_core.settings import Secret
-from runs_fleet_core.wiring import check_wiring, choose_wiring
+from runs_fleet_core.settings import Secret, inspect_settings
+from runs_fleet_core.wiring import (
+    choose_wiring,
+    inspect_deployment,
+    label_defaults,
+    setting_definitions,
+)
 
 EXPLAIN_FIELDS = (
     "run_id",
@@ -47,7 +52,14 @@ def labels_explain(args: argparse.Namespace) -> int:
     """Print the spec a ``runs-on`` value resolves to, or why it is refused."""
     env = os.environ
     try:
-        defaults = label_defaults(settings_from(env, plugin_manager(env), require=False))
+        plugins = plugin_manager(env)
+        settings, problems = inspect_settings(env, setting_definitions(plugins), require=False)
+        for problem in problems:
+            sys.stderr.write(
+                f"warning: configuration problem ('runs-fleet config check' "
+                f"lists them all): {problem}\n"
+            )
+        defaults = label_defaults(settings)
         labels = (
             [part.strip() for part in args.runs_on.split(",")]
             if "," in args.runs_on
@@ -84,13 +96,8 @@ def _show(value: object) -> str:
 def config_check(args: argparse.Namespace) -> int:
     """Check the whole configuration for the chosen mode; list every problem."""
     env = os.environ
-    plugins = plugin_manager(env)
     try:
-        settings = settings_from(env, plugins, require=True)
-        problems = check_wiring(settings, plugins.adapters())
-        problems += validate_presets(
-            settings.get("RUNS_FLEET_PRESETS", {}), defaults=label_defaults(settings)
-        )
+        settings, problems = inspect_deployment(env, plugin_manager(env))
         if problems:
             raise ConfigError(problems)
     except RunsFleetError as exc:

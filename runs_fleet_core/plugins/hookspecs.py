@@ -14,7 +14,7 @@ Example (a complete plugin module)::
     def runs_fleet_register_adapters(registry):
         def make_queue(context):
             from my_queue_adapter import NatsQueue   # heavy import stays lazy
-            return NatsQueue(context.settings.extra["RUNS_FLEET_NATS_URL"])
+            return NatsQueue(context.settings.get("RUNS_FLEET_NATS_URL"))
         registry.add_queue("nats", make_queue)
 
 and in the plugin distribution's ``pyproject.toml``::
@@ -51,8 +51,9 @@ def runs_fleet_register_settings(registry: SettingsRegistry) -> None:
 
     :param registry: call ``registry.add(Setting(...))`` once per setting. Declared
         settings are parsed and validated with the core's, listed by
-        ``runs-fleet config check``, and reach factories in
-        ``context.settings.extra``. Mark secrets with ``secret=True``: they can then be
+        ``runs-fleet config check``, and reach factories through
+        ``context.settings.get(NAME)``. A name the core already uses is refused. Mark
+        secrets with ``secret=True``: they can then be
         read from ``<NAME>_FILE`` and are never printed.
     """
 

@@ -38,11 +38,45 @@ class PluginStatus:
     provides: tuple[str, ...] = ()
 
 
+ROOT_DISTRIBUTION = "runs-fleet"
+
+
+def _installed(name: str) -> bool:
+    try:
+        md.distribution(name)
+    except md.PackageNotFoundError:
+        return False
+    return True
+
+
+def extra_hint(extra: str) -> str:
+    """What to do when the plugins of ``runs-fleet[extra]`` are needed: the pip command
+    while some are missing, else a pointer to ``runs-fleet plugins``."""
+    try:
+        meta = md.metadata(ROOT_DISTRIBUTION)
+    except md.PackageNotFoundError:
+        meta = None
+    if meta is None or extra not in (meta.get_all("Provides-Extra") or []):
+        return (
+            "install a plugin that offers it; 'runs-fleet plugins' lists what the "
+            "installed plugins provide"
+        )
+    marker = re.compile(rf"extra\s*==\s*['\"]{re.escape(extra)}['\"]")
+    wanted = [r for r in (meta.get_all("Requires-Dist") or []) if marker.search(r)]
+    names = [m.group(1) for r in wanted if (m := _REQ_NAME.match(r))]
+    if any(not _installed(name) for name in names):
+        return f"pip install '{ROOT_DISTRIBUTION}[{extra}]'"
+    return (
+        f"the plugins of {ROOT_DISTRIBUTION}[{extra}] are installed but none offers it; "
+        "'runs-fleet plugins' shows which are unavailable or disabled and why"
+    )
+
+
 def install_hint(distribution: str) -> str:
     """The command that installs ``distribution`` with its dependencies."""
-    if distribution.startswith("runs-fleet-"):
-        extra = distribution.removeprefix("runs-fleet-")
-        return f"pip install 'runs-fleet[{extra}]'"
+    extra = distribution.removeprefix(f"{ROOT_DISTRIBUTION}-")
+    if extra != distribution and extra_hint(extra).startswith("pip install"):
+        return extra_hint(extra)
     return f"pip install --force-reinstall '{distribution}'"
 
 
@@ -53,11 +87,7 @@ def _missing_requirements(dist: md.Distribution | None) -> list[str]:
         if ";" in requirement and "extra" in requirement.split(";", 1)[1]:
             continue
         match = _REQ_NAME.match(requirement)
-        if not match:
-            continue
-        try:
-            md.distribution(match.group(1))
-        except md.PackageNotFoundError:
+        if match and not _installed(match.group(1)):
             missing.append(match.group(1))
     return missing
 

@@ -117,7 +117,9 @@ def test_config_check_names_the_plugins_a_mode_needs() -> None:
     result = _cli("config", "check", "--json", **env)
     assert result.returncode == 2
     problems = json.loads(result.stdout)["problems"]
-    assert any("needs the provider 'ec2'" in p and "runs-fleet[ec2]" in p for p in problems)
+    assert any(
+        "needs the provider 'ec2'" in p and "install a plugin that offers it" in p for p in problems
+    )
     assert "do-not-print-me" not in result.stdout + result.stderr
 
 

@@ -117,7 +117,7 @@ def test_a_plugin_with_missing_dependencies_is_reported_with_the_extra(site: Pat
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if "runs_fleet_nimbus" in line)
     assert "unavailable: missing dependencies nimbus-cloud-sdk" in line
-    assert "pip install 'runs-fleet[nimbus]'" in line
+    assert "pip install --force-reinstall 'runs-fleet-nimbus'" in line
     assert "Traceback" not in result.stderr
 
 

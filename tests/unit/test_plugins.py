@@ -8,6 +8,7 @@ import pytest
 
 from runs_fleet_core.errors import PluginError
 from runs_fleet_core.plugins import PluginManager, hookspecs, install_hint
+from runs_fleet_core.plugins.manager import extra_hint
 
 SAMPLES = "tests.unit.plugin_samples"
 
@@ -36,12 +37,12 @@ def test_a_plugin_with_a_missing_dependency_is_unavailable_not_fatal() -> None:
     assert "cannot import runs_fleet_no_such_sdk" in broken.reason
 
 
-def test_install_hints_name_the_extra_for_built_in_plugins() -> None:
-    assert install_hint("runs-fleet-ec2") == "pip install 'runs-fleet[ec2]'"
-    assert (
-        install_hint("acme-runs-fleet-nats")
-        == "pip install --force-reinstall 'acme-runs-fleet-nats'"
-    )
+def test_install_hints_name_an_extra_only_when_it_would_install_something() -> None:
+    # runs-fleet[local] is installed here, so reinstalling the plugin is the fix
+    assert install_hint("runs-fleet-local") == "pip install --force-reinstall 'runs-fleet-local'"
+    assert install_hint("acme-nats") == "pip install --force-reinstall 'acme-nats'"
+    assert extra_hint("no-such-extra").startswith("install a plugin that offers it")
+    assert "'runs-fleet plugins' shows which" in extra_hint("local")
 
 
 def test_a_misspelt_hook_makes_the_plugin_unavailable_with_the_reason() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from runs_fleet_core.catalog import CORE_SETTINGS
 from runs_fleet_core.errors import ConfigError
-from runs_fleet_core.settings import Secret, load_settings
+from runs_fleet_core.settings import Secret, env_flag, inspect_settings, load_settings
 
 DEFS = {s.name: s for s in CORE_SETTINGS}
 GITHUB = {
@@ -129,22 +129,52 @@ def test_unknown_variables_warn_with_a_suggestion_but_service_links_do_not() -> 
     settings = load_settings(
         {
             "RUNS_FLEET_QUEUE_ULR": "x",
-            "RUNS_FLEET_PORT": "tcp://1.2.3.4:80",
-            "RUNS_FLEET_SERVICE_HOST": "1.2.3.4",
-            "RUNS_FLEET_PORT_8080_TCP_ADDR": "1.2.3.4",
+            "RUNS_FLEET_PORT": "tcp://10.96.0.12:8080",
+            "RUNS_FLEET_SERVICE_HOST": "10.96.0.12",
+            "RUNS_FLEET_SERVICE_PORT_HTTP": "8080",
+            "RUNS_FLEET_VALKEY_PORT_6379_TCP_ADDR": "10.96.0.13",
+            "RUNS_FLEET_VALKEY_PORT_6379_TCP_PROTO": "tcp",
+            "RUNS_FLEET_METRICS_PORT": "9090",
+            "RUNS_FLEET_DISABLE_PLUGINS": "memory",
         },
         DEFS,
         require=False,
     )
     assert settings.warnings == (
+        "RUNS_FLEET_METRICS_PORT is not a runs-fleet setting and is ignored; "
+        "did you mean RUNS_FLEET_METRICS_ADAPTER?",
         "RUNS_FLEET_QUEUE_ULR is not a runs-fleet setting and is ignored; "
         "did you mean RUNS_FLEET_QUEUE_URL?",
     )
 
 
-def test_lists_and_booleans_parse() -> None:
+def test_lists_and_numbers_parse() -> None:
     settings = load_settings(
-        {"RUNS_FLEET_BACKENDS": "ec2, k8s", "RUNS_FLEET_DEBUG": "yes"}, DEFS, require=False
+        {"RUNS_FLEET_BACKENDS": "ec2, k8s", "RUNS_FLEET_MAX_ATTEMPTS": "5"}, DEFS, require=False
     )
     assert settings["RUNS_FLEET_BACKENDS"] == ["ec2", "k8s"]
-    assert settings["RUNS_FLEET_DEBUG"] is True
+    assert settings["RUNS_FLEET_MAX_ATTEMPTS"] == 5
+
+
+def test_an_empty_variable_counts_as_unset(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('mode = "memory"\n')
+    settings = load_settings(
+        {"RUNS_FLEET_CONFIG_FILE": str(config), "RUNS_FLEET_MODE": ""}, DEFS, require=False
+    )
+    assert settings.mode == "memory"
+
+
+def test_inspecting_reports_every_problem_and_keeps_defaults_for_bad_values() -> None:
+    settings, problems = inspect_settings(
+        {"RUNS_FLEET_MAX_ATTEMPTS": "x", "RUNS_FLEET_MODE": "ec2"}, DEFS
+    )
+    assert settings["RUNS_FLEET_MAX_ATTEMPTS"] == 3
+    assert settings.mode == "ec2"
+    assert len(problems) == 1 + 4 + 3  # the bad number, four ec2 settings, three GitHub ones
+
+
+def test_env_flags() -> None:
+    assert env_flag({"RUNS_FLEET_DEBUG": "yes"}, "RUNS_FLEET_DEBUG")
+    assert not env_flag({"RUNS_FLEET_DEBUG": "false"}, "RUNS_FLEET_DEBUG")
+    assert not env_flag({}, "RUNS_FLEET_DEBUG")

@@ -40,12 +40,33 @@ def test_overrides_pick_adapters_from_other_plugins() -> None:
     assert check_wiring(settings, PluginManager().adapters()) == []
 
 
-def test_a_mode_without_its_plugins_names_every_missing_adapter_and_the_extra() -> None:
+def test_a_mode_without_its_plugins_names_every_missing_adapter() -> None:
     with pytest.raises(ConfigError) as caught:
         build_adapters(_settings(RUNS_FLEET_MODE="k8s"), PluginManager().adapters(), ManualClock())
     problems = caught.value.problems
-    assert {p.split("'")[1] for p in problems} == {"k8s", "valkey", "prometheus", "github"}
-    assert all("pip install 'runs-fleet[k8s]'" in p for p in problems)
+    named = {p.split("'")[1] for p in problems}
+    assert {"k8s", "prometheus", "github"} <= named
+    assert "valkey" in named or "valkey" in PluginManager().adapters().queues.names()
+    assert all("install a plugin that offers it" in p for p in problems)
+
+
+def test_a_built_in_adapter_that_is_disabled_says_so() -> None:
+    plugins = PluginManager(disabled=["memory"])
+    problems = check_wiring(_settings(RUNS_FLEET_MODE="memory"), plugins.adapters())
+    assert problems and all("RUNS_FLEET_DISABLE_PLUGINS" in p for p in problems)
+
+
+def test_a_plugin_may_not_redeclare_a_core_setting() -> None:
+    import importlib.metadata as md
+
+    from runs_fleet_core.errors import PluginError
+    from runs_fleet_core.wiring import setting_definitions
+
+    point = md.EntryPoint(
+        name="shadow", value="tests.unit.plugin_samples.shadow", group="runs_fleet"
+    )
+    with pytest.raises(PluginError, match="declares RUNS_FLEET_MODE, which is a setting"):
+        setting_definitions(PluginManager(entry_points=[point]))
 
 
 def test_the_default_backend_must_be_enabled() -> None:
