@@ -124,9 +124,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     _s("KUBE_NAMESPACE", "namespace runner Jobs are created in", default="default"),
     _s("GITHUB_APP_ID", "the GitHub App's id", kind=Kind.INT, minimum=1, required_in=_SERVING),
     _s(
-        "GITHUB_PRIVATE_KEY",
-        "the GitHub App's private key (PEM); use "
-        "RUNS_FLEET_GITHUB_PRIVATE_KEY_FILE to read it from a file",
+        "GITHUB_APP_PRIVATE_KEY",
+        "the GitHub App's private key (PEM, or base64 of it); use "
+        "RUNS_FLEET_GITHUB_APP_PRIVATE_KEY_FILE to read it from a file",
         secret=True,
         required_in=_SERVING,
     ),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 import attrs
@@ -72,6 +72,11 @@ class Dispatcher:
     retry_base_s: float = 5.0
     retry_cap_s: float = 300.0
     rng: random.Random = attrs.field(factory=random.Random)
+    runner_settings: Callable[[Job, str], Mapping[str, str]] = attrs.field(
+        default=lambda job, runner_name: {}
+    )
+    """Extra settings for the agent (where to report, its report token), called with the
+    job and the runner name; stored in the runner config, which is secret as a whole."""
 
     async def handle(self, delivery: Delivery) -> DispatchOutcome:
         """Process one delivery; acknowledges, retries or dead-letters it before returning."""
@@ -226,6 +231,7 @@ class Dispatcher:
                 repository=job.repository,
                 jit_config=jit.encoded,
                 labels=spec.labels,
+                settings=dict(self.runner_settings(job, name)),
             ),
         )
 

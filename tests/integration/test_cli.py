@@ -111,7 +111,7 @@ def test_config_check_names_the_plugins_a_mode_needs() -> None:
         "RUNS_FLEET_SECURITY_GROUP_ID": "sg-1",
         "RUNS_FLEET_INSTANCE_PROFILE_ARN": "arn:aws:iam::1:instance-profile/r",
         "RUNS_FLEET_GITHUB_APP_ID": "1",
-        "RUNS_FLEET_GITHUB_PRIVATE_KEY": "k",
+        "RUNS_FLEET_GITHUB_APP_PRIVATE_KEY": "k",
         "RUNS_FLEET_GITHUB_WEBHOOK_SECRET": "do-not-print-me",
     }
     result = _cli("config", "check", "--json", **env)

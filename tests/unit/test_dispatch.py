@@ -41,6 +41,17 @@ async def test_a_queued_job_gets_one_runner_and_its_config(world: World) -> None
     assert world.queue.pending_count() == 0
 
 
+async def test_runner_settings_reach_the_runner_config(world: World) -> None:
+    await _queued(world)
+    dispatcher = world.dispatcher()
+    dispatcher.runner_settings = lambda job, name: {"report_url": f"http://x/{job.job_id}/{name}"}
+    [delivery] = await world.queue.receive(1, 0)
+    await dispatcher.handle(delivery)
+    config = await world.configs.get(RunnerId(runner_name_for(JOB, 1)))
+    assert config is not None
+    assert config.settings == {"report_url": f"http://x/1/{runner_name_for(JOB, 1)}"}
+
+
 async def test_redelivery_after_success_creates_no_second_runner(world: World) -> None:
     await _queued(world)
     [delivery] = await world.queue.receive(1, 0)

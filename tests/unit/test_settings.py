@@ -11,7 +11,7 @@ from runs_fleet_core.settings import Secret, env_flag, inspect_settings, load_se
 DEFS = {s.name: s for s in CORE_SETTINGS}
 GITHUB = {
     "RUNS_FLEET_GITHUB_APP_ID": "12345",
-    "RUNS_FLEET_GITHUB_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----x",
+    "RUNS_FLEET_GITHUB_APP_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----x",
     "RUNS_FLEET_GITHUB_WEBHOOK_SECRET": "s3cret-webhook",
 }
 
@@ -62,10 +62,10 @@ def test_secrets_are_read_from_files_and_never_shown(tmp_path: Path) -> None:
     key = tmp_path / "key.pem"
     key.write_text("-----BEGIN PRIVATE KEY-----\nabc\n")
     env = {**GITHUB, "RUNS_FLEET_MODE": "memory"}
-    del env["RUNS_FLEET_GITHUB_PRIVATE_KEY"]
-    env["RUNS_FLEET_GITHUB_PRIVATE_KEY_FILE"] = str(key)
+    del env["RUNS_FLEET_GITHUB_APP_PRIVATE_KEY"]
+    env["RUNS_FLEET_GITHUB_APP_PRIVATE_KEY_FILE"] = str(key)
     settings = load_settings(env, DEFS)
-    value = settings["RUNS_FLEET_GITHUB_PRIVATE_KEY"]
+    value = settings["RUNS_FLEET_GITHUB_APP_PRIVATE_KEY"]
     assert isinstance(value, Secret) and value.endswith("abc")
     assert "abc" not in repr(settings)
 
@@ -74,13 +74,14 @@ def test_a_secret_set_twice_or_unreadable_is_a_problem(tmp_path: Path) -> None:
     env = {
         **GITHUB,
         "RUNS_FLEET_MODE": "ec2",
-        "RUNS_FLEET_GITHUB_PRIVATE_KEY_FILE": str(tmp_path / "k"),
+        "RUNS_FLEET_GITHUB_APP_PRIVATE_KEY_FILE": str(tmp_path / "k"),
         "RUNS_FLEET_GITHUB_WEBHOOK_SECRET_FILE": str(tmp_path / "missing"),
     }
     del env["RUNS_FLEET_GITHUB_WEBHOOK_SECRET"]
     text = "\n".join(_problems(env))
     assert (
-        "RUNS_FLEET_GITHUB_PRIVATE_KEY and RUNS_FLEET_GITHUB_PRIVATE_KEY_FILE are both set" in text
+        "RUNS_FLEET_GITHUB_APP_PRIVATE_KEY and RUNS_FLEET_GITHUB_APP_PRIVATE_KEY_FILE are both set"
+        in text
     )
     assert "RUNS_FLEET_GITHUB_WEBHOOK_SECRET_FILE: cannot read" in text
 
