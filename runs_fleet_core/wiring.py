@@ -8,6 +8,7 @@ where a mode turns into adapter names.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
 import attrs
@@ -71,6 +72,23 @@ def deployment_settings(
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+async def start_services(
+    env: Mapping[str, str], plugins: PluginManager, stack: AsyncExitStack
+) -> Settings:
+    """Start every background service the deployment needs (each registered on
+    ``stack``, which stops them), then return the settings with their overrides applied
+    and fully validated. Raises ``ConfigError`` listing every problem."""
+    settings, problems = inspect_settings(env, setting_definitions(plugins), require=False)
+    if problems:
+        raise ConfigError(problems)
+    overrides: dict[str, str] = {}
+    for offer in plugins.services().services.offers():
+        manager = offer.item(settings)
+        if manager is not None:
+            overrides.update(await stack.enter_async_context(manager))
+    return deployment_settings({**env, **overrides}, plugins)
 
 
 def label_defaults(settings: Settings) -> LabelDefaults:

@@ -11,6 +11,7 @@ from runs_fleet_core.plugins.registry import (
     AdapterRegistry,
     Command,
     CommandRegistry,
+    ServiceRegistry,
     SettingsRegistry,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "CommandRegistry",
     "PluginManager",
     "PluginStatus",
+    "ServiceRegistry",
     "SettingsRegistry",
     "hookimpl",
     "install_hint",

@@ -27,7 +27,12 @@ from __future__ import annotations
 
 import pluggy
 
-from runs_fleet_core.plugins.registry import AdapterRegistry, CommandRegistry, SettingsRegistry
+from runs_fleet_core.plugins.registry import (
+    AdapterRegistry,
+    CommandRegistry,
+    ServiceRegistry,
+    SettingsRegistry,
+)
 
 PROJECT = "runs_fleet"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -65,4 +70,16 @@ def runs_fleet_register_commands(registry: CommandRegistry) -> None:
     :param registry: call ``registry.add(Command(...))``. A command's ``run`` returns
         the process exit code; raise a ``RunsFleetError`` for failures the user can fix
         (the CLI prints its message, never a traceback).
+    """
+
+
+@hookspec
+def runs_fleet_register_services(registry: ServiceRegistry) -> None:
+    """Offer background services that a deployment needs before its adapters exist.
+
+    :param registry: call ``registry.add(name, factory)``. The factory receives the
+        deployment's settings and returns ``None`` when the service is not needed, or an
+        async context manager that starts it and yields setting overrides (for example
+        local mode's embedded Valkey server yields ``RUNS_FLEET_VALKEY_URL``). Services
+        are stopped in reverse order when the process shuts down.
     """

@@ -19,7 +19,12 @@ import pluggy
 
 from runs_fleet_core.errors import PluginError
 from runs_fleet_core.plugins import hookspecs
-from runs_fleet_core.plugins.registry import AdapterRegistry, CommandRegistry, SettingsRegistry
+from runs_fleet_core.plugins.registry import (
+    AdapterRegistry,
+    CommandRegistry,
+    ServiceRegistry,
+    SettingsRegistry,
+)
 
 ENTRY_POINT_GROUP = "runs_fleet"
 DISABLE_VAR = "RUNS_FLEET_DISABLE_PLUGINS"
@@ -114,6 +119,7 @@ class PluginManager:
         self._adapters: AdapterRegistry | None = None
         self._settings: SettingsRegistry | None = None
         self._commands: CommandRegistry | None = None
+        self._services: ServiceRegistry | None = None
 
     def load(self) -> None:
         """Discover and import every plugin (idempotent)."""
@@ -207,6 +213,15 @@ class PluginManager:
             self._settings = registry
         return self._settings
 
+    def services(self) -> ServiceRegistry:
+        """Every background service the available plugins offer."""
+        if self._services is None:
+            self.load()
+            registry = ServiceRegistry()
+            self._call_each("runs_fleet_register_services", registry)
+            self._services = registry
+        return self._services
+
     def commands(self) -> CommandRegistry:
         if self._commands is None:
             self.load()
@@ -223,8 +238,14 @@ class PluginManager:
         result = []
         for name in sorted(self._statuses):
             status = self._statuses[name]
-            provides = adapters.provided_by(name) + [
-                f"command:{o.name}" for o in commands.commands.offers() if o.plugin == name
-            ]
+            provides = (
+                adapters.provided_by(name)
+                + [
+                    f"service:{o.name}"
+                    for o in self.services().services.offers()
+                    if o.plugin == name
+                ]
+                + [f"command:{o.name}" for o in commands.commands.offers() if o.plugin == name]
+            )
             result.append(attrs.evolve(status, provides=tuple(provides)))
         return result

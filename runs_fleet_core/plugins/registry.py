@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Generic, TypeVar
 
 import attrs
@@ -167,6 +168,23 @@ class CommandRegistry:
 
     def add(self, command: Command) -> None:
         self.commands.add(command.name, command, self.plugin)
+
+
+ServiceFactory = Callable[[Settings], AbstractAsyncContextManager[Mapping[str, str]] | None]
+"""Given the deployment's settings, ``None`` when the service is not needed, else an
+async context manager that starts it, yields setting overrides (e.g. the URL of the
+server it started) and stops it on exit."""
+
+
+class ServiceRegistry:
+    """Background services a deployment may need before its adapters are built."""
+
+    def __init__(self) -> None:
+        self.plugin = "?"
+        self.services: NamedOffers[ServiceFactory] = NamedOffers("service")
+
+    def add(self, name: str, factory: ServiceFactory) -> None:
+        self.services.add(name, factory, self.plugin)
 
 
 class SettingsRegistry:

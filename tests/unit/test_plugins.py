@@ -25,7 +25,7 @@ def test_a_plugin_offers_adapters_settings_and_commands_by_name() -> None:
     assert manager.commands().commands.names() == ["sample"]
     [status] = manager.statuses()
     assert status.available
-    assert status.provides == ("queue:sample", "command:sample")
+    assert status.provides == ("queue:sample", "service:sample-server", "command:sample")
 
 
 def test_a_plugin_with_a_missing_dependency_is_unavailable_not_fatal() -> None:
@@ -93,8 +93,32 @@ def test_every_hook_is_documented_and_exercised() -> None:
         for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
         if n.startswith("runs_fleet_")
     ]
-    assert len(hooks) == 3
+    assert len(hooks) == 4
     for hook in hooks:
         assert inspect.getdoc(getattr(hookspecs, hook)), hook
         assert hook in docs, f"{hook} is not documented in docs/plugins.md"
         assert f"def {hook}(" in samples, f"{hook} has no test plugin"
+
+
+async def test_services_start_before_the_settings_are_validated_and_stop_after() -> None:
+    import contextlib
+
+    from runs_fleet_core.wiring import start_services
+
+    from .plugin_samples import good
+
+    points = [
+        md.EntryPoint(name="good", value=f"{SAMPLES}.good", group="runs_fleet"),
+        md.EntryPoint(name="memory", value="runs_fleet_core.testing.plugin", group="runs_fleet"),
+    ]
+    manager = PluginManager(entry_points=points)
+    async with contextlib.AsyncExitStack() as stack:
+        settings = await start_services({"RUNS_FLEET_MODE": "memory"}, manager, stack)
+        assert settings["RUNS_FLEET_SAMPLE_URL"] == "sample://127.0.0.1:1"
+        assert good.STARTED == ["sample"]
+    assert good.STARTED == []
+    async with contextlib.AsyncExitStack() as stack:
+        env = {"RUNS_FLEET_MODE": "memory", "RUNS_FLEET_SAMPLE_URL": "given://x"}
+        settings = await start_services(env, manager, stack)
+        assert settings["RUNS_FLEET_SAMPLE_URL"] == "given://x"
+        assert good.STARTED == []
