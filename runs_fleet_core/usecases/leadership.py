@@ -1,0 +1,65 @@
+"""One leader among replicas for the loops that must run once: pools and housekeeping.
+
+Every replica calls :meth:`Leadership.tick` on a timer. A tick takes or renews the
+StateStore lease; only the holder runs the chores. The lease expires on its own when a
+leader dies, so another replica takes over within one TTL; a leader that loses the lease
+mid-tick finds out at its next renewal and stops acting. The fencing token of the lease
+is kept so that chores can tell an old leader's writes from the current one's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import attrs
+
+from runs_fleet_core.domain.lease import Lease
+from runs_fleet_core.errors import AdapterError
+from runs_fleet_core.ports import Clock, Metrics, StateStore
+
+Chore = Callable[[], Awaitable[object]]
+
+
+@attrs.define(kw_only=True)
+class Leadership:
+    """Runs ``chores`` on the replica holding the lease ``name``."""
+
+    state: StateStore
+    clock: Clock
+    metrics: Metrics
+    owner: str
+    chores: Sequence[tuple[str, Chore]]
+    name: str = "runs-fleet-scheduler"
+    ttl_s: float = 180.0
+    lease: Lease | None = None
+
+    @property
+    def leading(self) -> bool:
+        return self.lease is not None and self.lease.valid_at(self.clock.now())
+
+    async def tick(self) -> bool:
+        """Take or keep the lease, then run every chore if leading. One failing chore
+        is counted and does not stop the others. Returns whether this replica leads."""
+        await self._hold()
+        self.metrics.gauge("scheduler_leader", 1.0 if self.leading else 0.0)
+        if not self.leading:
+            return False
+        for chore_name, chore in self.chores:
+            try:
+                await chore()
+            except AdapterError:
+                self.metrics.increment("scheduler_chore_errors", labels={"chore": chore_name})
+        return True
+
+    async def _hold(self) -> None:
+        now = self.clock.now()
+        if self.lease is not None:
+            self.lease = await self.state.renew_lease(self.lease, self.ttl_s, now)
+        if self.lease is None:
+            self.lease = await self.state.acquire_lease(self.name, self.owner, self.ttl_s, now)
+
+    async def resign(self) -> None:
+        """Give the lease up (on shutdown) so another replica takes over at once."""
+        if self.lease is not None:
+            await self.state.release_lease(self.lease)
+            self.lease = None
