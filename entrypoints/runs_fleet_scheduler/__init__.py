@@ -1,0 +1,1 @@
+"""The scheduler: pool reconciliation and housekeeping on a timer, led by one replica."""

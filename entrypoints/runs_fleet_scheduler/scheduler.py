@@ -1,0 +1,85 @@
+"""Runs the leader-only chores on a timer with APScheduler.
+
+Every replica runs this loop; :class:`~runs_fleet_core.usecases.leadership.Leadership`
+makes sure only the lease holder acts. A tick that is still running when the next one
+is due is skipped rather than stacked (``max_instances=1``, ``coalesce``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from runs_fleet_core.usecases.housekeeping import Housekeeper
+from runs_fleet_core.usecases.leadership import Leadership
+from runs_fleet_core.usecases.pools import reconcile_pools
+from runs_fleet_core.wiring import Adapters
+
+DEFAULT_INTERVAL_S = 60.0
+
+
+def replica_name() -> str:
+    """A name for this process in leases: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def build_leadership(
+    adapters: Adapters, *, owner: str | None = None, demand: Mapping[str, int] | None = None
+) -> Leadership:
+    """The leader's chores wired to ``adapters``: reconcile pools, then housekeeping."""
+    housekeeper = Housekeeper(
+        state=adapters.state,
+        queue=adapters.queue,
+        configs=adapters.configs,
+        providers=adapters.providers,
+        clock=adapters.clock,
+        metrics=adapters.metrics,
+    )
+
+    async def pools() -> object:
+        return await reconcile_pools(
+            state=adapters.state,
+            pool_providers=adapters.pool_providers,
+            default_backend=adapters.wiring.default_backend,
+            clock=adapters.clock,
+            metrics=adapters.metrics,
+            demand=demand,
+        )
+
+    return Leadership(
+        state=adapters.state,
+        clock=adapters.clock,
+        metrics=adapters.metrics,
+        owner=owner or replica_name(),
+        chores=[("pools", pools), ("housekeeping", housekeeper.run)],
+    )
+
+
+async def run_scheduler(
+    leadership: Leadership, stop: asyncio.Event, *, interval_s: float = DEFAULT_INTERVAL_S
+) -> None:
+    """Tick ``leadership`` every ``interval_s`` (first tick at once) until ``stop`` is
+    set; then stop the timer and resign the lease so another replica takes over."""
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(
+        leadership.tick,
+        "interval",
+        seconds=interval_s,
+        next_run_time=datetime.now(UTC),
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=max(1, int(interval_s)),
+        id="leadership",
+    )
+    scheduler.start()
+    try:
+        await stop.wait()
+    finally:
+        scheduler.shutdown(wait=False)
+        await leadership.resign()
