@@ -46,6 +46,7 @@ def typecheck(session: nox.Session) -> None:
         "mypy",
         "runs_fleet_core",
         "entrypoints/runs_fleet_cli",
+        "entrypoints/runs_fleet_scheduler",
         "plugins/local/src/runs_fleet_local",
     )
 
