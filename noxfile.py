@@ -9,7 +9,7 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = False
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-PLUGINS = ["plugins/local"]
+PLUGINS = ["plugins/local", "plugins/valkey"]
 
 
 def _install_project(session: nox.Session, *groups: str) -> None:
@@ -48,6 +48,7 @@ def typecheck(session: nox.Session) -> None:
         "entrypoints/runs_fleet_cli",
         "entrypoints/runs_fleet_scheduler",
         "plugins/local/src/runs_fleet_local",
+        "plugins/valkey/src/runs_fleet_valkey",
     )
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from runs_fleet_scheduler.scheduler import build_leadership, run_scheduler
-
 from runs_fleet_core.catalog import CORE_SETTINGS
 from runs_fleet_core.domain.pool import PoolConfig
 from runs_fleet_core.plugins import PluginManager
 from runs_fleet_core.ports import SystemClock
 from runs_fleet_core.settings import load_settings
 from runs_fleet_core.wiring import build_adapters
+from runs_fleet_scheduler.scheduler import build_leadership, run_scheduler
 
 
 def _adapters():  # type: ignore[no-untyped-def]
