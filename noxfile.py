@@ -9,7 +9,7 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = False
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-PLUGINS = ["plugins/local", "plugins/valkey"]
+PLUGINS = ["plugins/local", "plugins/valkey", "plugins/prometheus"]
 
 
 def _install_project(session: nox.Session, *groups: str) -> None:
@@ -47,6 +47,8 @@ def typecheck(session: nox.Session) -> None:
         "runs_fleet_core",
         "entrypoints/runs_fleet_cli",
         "entrypoints/runs_fleet_scheduler",
+        "entrypoints/runs_fleet_server",
+        "plugins/prometheus/src/runs_fleet_prometheus",
         "plugins/local/src/runs_fleet_local",
         "plugins/valkey/src/runs_fleet_valkey",
     )

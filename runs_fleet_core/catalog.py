@@ -171,4 +171,30 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         minimum=5,
     ),
     _s("LOG_LEVEL", "log level", default="info", choices=("debug", "info", "warning", "error")),
+    _s("LISTEN", "HOST:PORT the server listens on", default="127.0.0.1:8080"),
+    _s(
+        "PUBLIC_URL",
+        "URL at which runners reach this server, e.g. https://runs-fleet.example.com "
+        "(required by the server in ec2 and k8s modes; default: http://<listen address>)",
+    ),
+    _s(
+        "ADMIN_TOKEN",
+        "bearer token for /api/jobs; when unset, only loopback clients may read it",
+        secret=True,
+    ),
+    _s(
+        "WORKER_CONCURRENCY",
+        "job messages one worker dispatches at the same time",
+        kind=Kind.INT,
+        default=8,
+        minimum=1,
+    ),
+    _s(
+        "SHUTDOWN_DELAY_S",
+        "seconds the server keeps serving, with /ready answering 503, after SIGTERM "
+        "before it stops accepting connections (lets a load balancer stop routing to it)",
+        kind=Kind.FLOAT,
+        default=0.0,
+        minimum=0,
+    ),
 )

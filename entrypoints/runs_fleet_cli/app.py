@@ -1,5 +1,7 @@
 """``runs-fleet``: argument parsing and error handling around the sub-commands.
 
+``serve`` and ``worker`` run the server (``runs_fleet_server``), imported only then.
+
 ``main(argv) -> int`` is what tests call; ``run()`` is the console script. Plugins
 may add sub-commands; they are loaded only when the command line asks for one that is
 not built in, which keeps ``runs-fleet --help`` fast.
@@ -13,12 +15,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from runs_fleet_core import __version__
-from runs_fleet_core.errors import RunsFleetError
+from runs_fleet_core.errors import ConfigError, RunsFleetError
 from runs_fleet_core.settings import env_flag
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
-BUILT_IN = {"labels", "config", "plugins"}
+BUILT_IN = {"labels", "config", "plugins", "serve", "worker"}
+SERVER_LIBRARIES = {"starlette", "uvicorn"}
 
 
 def _builtin(name: str) -> Callable[[argparse.Namespace], int]:
@@ -31,6 +34,47 @@ def _builtin(name: str) -> Callable[[argparse.Namespace], int]:
         return result
 
     return handler
+
+
+def _server_command(name: str) -> Callable[[argparse.Namespace], int]:
+    """A handler that imports the server only when it runs (fast --help); a missing
+    server library is a configuration problem with the command that fixes it."""
+
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            from runs_fleet_server import cli
+        except ImportError as exc:
+            if exc.name not in SERVER_LIBRARIES:
+                raise
+            raise ConfigError(
+                [
+                    f"runs-fleet {args.command} needs {exc.name}, which is not installed: "
+                    "pip install --force-reinstall runs-fleet"
+                ]
+            ) from None
+        result: int = getattr(cli, name)(args)
+        return result
+
+    return handler
+
+
+def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser(
+        "serve", help="run the webhook server (and, unless --no-worker, the dispatch worker)"
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address to listen on (default: RUNS_FLEET_LISTEN, else 127.0.0.1:8080)",
+    )
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="only take webhooks; run 'runs-fleet worker' elsewhere to dispatch jobs",
+    )
+    serve.set_defaults(handler=_server_command("serve_command"))
+    worker = sub.add_parser("worker", help="run the dispatch worker alone (no HTTP server)")
+    worker.set_defaults(handler=_server_command("worker_command"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(handler=_builtin("plugins_list"))
+    _add_server_commands(sub)
     return parser
 
 

@@ -1,0 +1,35 @@
+"""The server's ASGI app: routes bound to one process's services.
+
+``create_app`` is all an ASGI server needs; tests call it with services built from
+their own environment. Handlers live in one module per concern (webhook, agent
+reports, jobs API, probes) and get the services at construction, never from globals.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from runs_fleet_server.agent import AgentReportsEndpoint
+from runs_fleet_server.bootstrap import REPORTS_PATH, Services
+from runs_fleet_server.jobs import JobsApi
+from runs_fleet_server.probes import Probes
+from runs_fleet_server.webhook import WebhookEndpoint
+
+
+def create_app(services: Services) -> Starlette:
+    """The Starlette app serving ``services``: webhook, agent reports, probes, jobs API."""
+    probes = Probes(services)
+    jobs = JobsApi(services)
+    routes = [
+        Route("/webhook", WebhookEndpoint(services).handle, methods=["POST"]),
+        Route(REPORTS_PATH, AgentReportsEndpoint(services).handle, methods=["POST"]),
+        Route("/health", probes.health, methods=["GET"]),
+        Route("/ready", probes.ready, methods=["GET"]),
+        Route("/metrics", probes.metrics, methods=["GET"]),
+        Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
+        Route("/api/jobs/{job_id:int}", jobs.get_job, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.services = services
+    return app

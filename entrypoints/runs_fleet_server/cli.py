@@ -1,0 +1,61 @@
+"""The ``runs-fleet serve`` and ``runs-fleet worker`` commands.
+
+``runs_fleet_cli`` imports this module only when one of them runs, so ``--help`` never
+pays for Starlette and uvicorn. Configuration problems raise ``ConfigError`` (the CLI
+prints every problem and exits 2); a clean shutdown after SIGTERM/SIGINT exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+
+from runs_fleet_server.bootstrap import build_services
+from runs_fleet_server.serve import handle_signals, serve, work
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``runs-fleet serve [--listen HOST:PORT] [--no-worker]``."""
+    env = dict(os.environ)
+    if args.listen:
+        env["RUNS_FLEET_LISTEN"] = args.listen
+    asyncio.run(_serve(env, with_worker=not args.no_worker))
+    return 0
+
+
+def worker_command(args: argparse.Namespace) -> int:
+    """``runs-fleet worker``: dispatch job messages until SIGTERM/SIGINT."""
+    asyncio.run(_work(dict(os.environ)))
+    return 0
+
+
+async def _serve(env: Mapping[str, str], *, with_worker: bool) -> None:
+    _configure_logging(env)
+    services = build_services(env)
+    host, port = services.listen
+    await serve(services, host=host, port=port, with_worker=with_worker)
+
+
+async def _work(env: Mapping[str, str]) -> None:
+    _configure_logging(env)
+    services = build_services(env)
+    stop = asyncio.Event()
+    with handle_signals(stop):
+        await work(services, stop)
+
+
+def _configure_logging(env: Mapping[str, str]) -> None:
+    """Log to stderr at ``RUNS_FLEET_LOG_LEVEL`` (info when unset or invalid: the
+    settings check reports an invalid value)."""
+    level = _LEVELS.get(env.get("RUNS_FLEET_LOG_LEVEL", "").strip().lower(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

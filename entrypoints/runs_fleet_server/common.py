@@ -1,0 +1,70 @@
+"""Small HTTP helpers shared by the server's routes: bounded bodies, JSON errors, auth.
+
+A request body is read in chunks and abandoned as soon as it passes its limit, so a
+client cannot make the server buffer more than that; errors are JSON objects with an
+``error`` sentence, never a traceback or a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from runs_fleet_core.errors import AdapterError, ConflictError
+
+UNAVAILABLE = (AdapterError, ConflictError, OSError, asyncio.TimeoutError)
+"""Failures of a backing service (queue, state store): answered with 503, retry later."""
+
+
+class BodyTooLarge(Exception):
+    """The request body is larger than the route accepts."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or :class:`BodyTooLarge` as soon as it passes ``limit`` bytes
+    (at once when ``Content-Length`` says so, without reading any of it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    """``{"error": message, ...extra}`` with ``status``."""
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or ``None``."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of two secrets (any text, never raising)."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
+def is_loopback(request: Request) -> bool:
+    """Whether the TCP peer is this host (127.0.0.0/8 or ::1)."""
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
