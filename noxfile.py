@@ -9,14 +9,21 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = False
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-PLUGINS = ["plugins/local", "plugins/valkey", "plugins/prometheus"]
+# Every distribution of this repository besides the root one, installed editable.
+DISTRIBUTIONS = [
+    "plugins/local",
+    "plugins/valkey",
+    "plugins/prometheus",
+    "plugins/github",
+    "simulators/github",
+]
 
 
 def _install_project(session: nox.Session, *groups: str) -> None:
     session.install("--upgrade", "pip")
     editable = ["-e", "."]
-    for plugin in PLUGINS:
-        editable += ["-e", plugin]
+    for path in DISTRIBUTIONS:
+        editable += ["-e", path]
     session.install(*editable)
     for group in groups:
         session.install(*nox.project.dependency_groups(PYPROJECT, group))
@@ -49,6 +56,8 @@ def typecheck(session: nox.Session) -> None:
         "entrypoints/runs_fleet_scheduler",
         "entrypoints/runs_fleet_server",
         "plugins/prometheus/src/runs_fleet_prometheus",
+        "plugins/github/src/runs_fleet_github",
+        "simulators/github/src/runs_fleet_github_simulator",
         "plugins/local/src/runs_fleet_local",
         "plugins/valkey/src/runs_fleet_valkey",
     )
@@ -60,7 +69,7 @@ def dev(session: nox.Session) -> None:
     session.run("python3", "-m", "venv", ".venv")
     pip = [".venv/bin/python", "-m", "pip", "install", "--quiet"]
     session.run(*pip, "--upgrade", "pip")
-    editable = [arg for plugin in PLUGINS for arg in ("-e", plugin)]
+    editable = [arg for path in DISTRIBUTIONS for arg in ("-e", path)]
     session.run(
         *pip,
         "-e",

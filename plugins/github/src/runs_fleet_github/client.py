@@ -1,0 +1,259 @@
+"""The GitHub port over GitHub's REST API, authenticated as a GitHub App.
+
+Each method is one small conversation with GitHub about one repository: register a
+just-in-time runner (replacing an idle one left by an earlier attempt with the same
+name), hand out a registration token, list or delete runners, read a job's status.
+Status codes that mean something for the operation (404, 409, 422) are handled here;
+transport-level trouble and throttling are :mod:`runs_fleet_github.transport`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from runs_fleet_core.domain.ids import JobId
+from runs_fleet_core.errors import GitHubError, NotFoundError
+from runs_fleet_core.ports import Clock, SystemClock
+from runs_fleet_core.ports.github import GitHubRunner, JitConfig, JobStatusReport
+from runs_fleet_github.auth import AppAuth
+from runs_fleet_github.keys import load_app_key
+from runs_fleet_github.transport import Api, RetryPolicy, Sleep, github_message
+
+log = logging.getLogger("runs_fleet_github")
+
+DEFAULT_API_URL = "https://api.github.com"
+PER_PAGE = 100
+
+
+def _repo_path(repository: str) -> str:
+    """``/repos/owner/name`` for ``owner/name``; ``GitHubError`` for anything else."""
+    owner, _, name = repository.partition("/")
+    if not owner or not name or "/" in name:
+        raise GitHubError(f"{repository!r} is not a repository (owner/name)", retryable=False)
+    return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+
+
+def _unexpected(method: str, path: str) -> GitHubError:
+    return GitHubError(f"GitHub {method} {path}: unexpected answer", retryable=True)
+
+
+def _runner(data: Any) -> GitHubRunner:
+    return GitHubRunner(
+        runner_id=int(data["id"]),
+        name=str(data["name"]),
+        busy=bool(data["busy"]),
+        status=str(data["status"]),
+        labels=tuple(str(label["name"]) for label in data.get("labels", [])),
+    )
+
+
+class GitHubAppClient:
+    """The :class:`~runs_fleet_core.ports.GitHub` port as GitHub App ``app_id``.
+
+    ``private_key``: the App's key, PEM or base64 of PEM (``ConfigError`` if invalid).
+    ``api_url``: ``https://api.github.com``, or ``https://HOST/api/v3`` on GitHub
+    Enterprise Server. ``timeout_s`` bounds every HTTP call; ``retry`` bounds retries.
+    ``runner_group_id``: the runner group JIT runners join (1 is "Default").
+    ``clock``/``sleep``/``rng``/``transport`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        app_id: int,
+        private_key: str | bytes,
+        api_url: str = DEFAULT_API_URL,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        runner_group_id: int = 1,
+        clock: Clock | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        key = load_app_key(private_key)
+        self._clock = clock or SystemClock()
+        self.runner_group_id = runner_group_id
+        self._api = Api(
+            base_url=api_url,
+            clock=self._clock,
+            timeout_s=timeout_s,
+            retry=retry,
+            sleep=sleep,
+            rng=rng,
+            transport=transport,
+        )
+        self._auth = AppAuth(app_id=app_id, key=key, api=self._api, clock=self._clock)
+
+    def __repr__(self) -> str:
+        return f"GitHubAppClient(app_id={self._auth.app_id})"
+
+    async def create_jit_config(
+        self, repository: str, *, runner_name: str, labels: Sequence[str]
+    ) -> JitConfig:
+        """Register ephemeral runner ``runner_name`` with ``labels`` and return its JIT
+        config; an idle runner of that name is replaced, a busy one is an error."""
+        path = f"{_repo_path(repository)}/actions/runners/generate-jitconfig"
+        body = {
+            "name": runner_name,
+            "runner_group_id": self.runner_group_id,
+            "labels": list(labels),
+            "work_folder": "_work",
+        }
+        response = await self._call(repository, "POST", path, json=body)
+        if response.status_code == 409:
+            await self._replace_idle(repository, runner_name)
+            response = await self._call(repository, "POST", path, json=body)
+            if response.status_code == 409:
+                raise GitHubError(
+                    f"runner {runner_name!r} of {repository} was registered again meanwhile",
+                    retryable=True,
+                )
+        self._expect(response, "POST", path, 201)
+        try:
+            data = response.json()
+            jit = JitConfig(
+                runner_id=int(data["runner"]["id"]), encoded=str(data["encoded_jit_config"])
+            )
+        except (ValueError, KeyError, TypeError):
+            raise _unexpected("POST", path) from None
+        log.info("registered JIT runner %s (id %s) in %s", runner_name, jit.runner_id, repository)
+        return jit
+
+    async def registration_token(self, repository: str) -> str:
+        """A runner registration token for ``repository`` (valid one hour)."""
+        path = f"{_repo_path(repository)}/actions/runners/registration-token"
+        response = await self._call(repository, "POST", path)
+        self._expect(response, "POST", path, 201)
+        try:
+            return str(response.json()["token"])
+        except (ValueError, KeyError, TypeError):
+            raise _unexpected("POST", path) from None
+
+    async def list_runners(self, repository: str) -> Sequence[GitHubRunner]:
+        """Every runner registered in ``repository`` (all pages)."""
+        return await self._runners(repository)
+
+    async def delete_runner(self, repository: str, runner_id: int) -> None:
+        """Deregister runner ``runner_id``; one already gone is fine."""
+        path = f"{_repo_path(repository)}/actions/runners/{int(runner_id)}"
+        response = await self._call(repository, "DELETE", path)
+        if response.status_code == 404:
+            return
+        self._expect(response, "DELETE", path, 204)
+
+    async def get_job(self, repository: str, job_id: JobId) -> JobStatusReport:
+        """GitHub's view of job ``job_id``; ``NotFoundError`` if it has none."""
+        path = f"{_repo_path(repository)}/actions/jobs/{int(job_id)}"
+        response = await self._call(repository, "GET", path)
+        if response.status_code == 404:
+            raise NotFoundError(f"GitHub has no job {job_id} in {repository}")
+        self._expect(response, "GET", path, 200)
+        try:
+            data = response.json()
+            return JobStatusReport(
+                job_id=job_id,
+                status=str(data["status"]),
+                conclusion=data.get("conclusion"),
+                runner_name=data.get("runner_name"),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise _unexpected("GET", path) from None
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool."""
+        await self._api.aclose()
+
+    async def __aenter__(self) -> GitHubAppClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _call(
+        self,
+        repository: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str | int] | None = None,
+    ) -> httpx.Response:
+        """One call with the owner's installation token; on 401 (revoked or expired
+        early) once more with a new token."""
+        owner = repository.partition("/")[0]
+        token = await self._auth.token(owner)
+        response = await self._api.request(method, path, credential=token, json=json, params=params)
+        if response.status_code == 401:
+            self._auth.forget_token(owner, token)
+            token = await self._auth.token(owner)
+            response = await self._api.request(
+                method, path, credential=token, json=json, params=params
+            )
+        return response
+
+    def _expect(self, response: httpx.Response, method: str, path: str, status: int) -> None:
+        """Raise the right ``GitHubError`` unless ``response`` has ``status``."""
+        if response.status_code == status:
+            return
+        raise GitHubError(
+            f"GitHub {method} {path} answered {github_message(response)}",
+            retryable=response.status_code in (408, 425) or response.status_code >= 500,
+        )
+
+    async def _runners(self, repository: str, name: str | None = None) -> list[GitHubRunner]:
+        path = f"{_repo_path(repository)}/actions/runners"
+        found: list[GitHubRunner] = []
+        page = 1
+        while True:
+            params: dict[str, str | int] = {"per_page": PER_PAGE, "page": page}
+            if name is not None:
+                params["name"] = name
+            response = await self._call(repository, "GET", path, params=params)
+            self._expect(response, "GET", path, 200)
+            try:
+                data = response.json()
+                batch = [_runner(item) for item in data["runners"]]
+                total = int(data["total_count"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise _unexpected("GET", path) from None
+            found += batch
+            if not batch or len(found) >= total:
+                return found
+            page += 1
+
+    async def _replace_idle(self, repository: str, runner_name: str) -> None:
+        """Delete the idle runner(s) named ``runner_name``; ``GitHubError`` if busy."""
+        for runner in await self._runners(repository, name=runner_name):
+            if runner.name != runner_name:
+                continue
+            if runner.busy:
+                raise GitHubError(
+                    f"runner {runner_name!r} of {repository} is busy and cannot be replaced",
+                    retryable=False,
+                )
+            log.info(
+                "replacing idle runner %s (id %s) in %s", runner_name, runner.runner_id, repository
+            )
+            path = f"{_repo_path(repository)}/actions/runners/{runner.runner_id}"
+            response = await self._call(repository, "DELETE", path)
+            if response.status_code == 422:
+                raise GitHubError(
+                    f"runner {runner_name!r} of {repository} became busy and cannot be replaced",
+                    retryable=False,
+                )
+            if response.status_code != 404:
+                self._expect(response, "DELETE", path, 204)
