@@ -55,6 +55,7 @@ def typecheck(session: nox.Session) -> None:
         "entrypoints/runs_fleet_cli",
         "entrypoints/runs_fleet_scheduler",
         "entrypoints/runs_fleet_server",
+        "agent/runs_fleet_agent",
         "plugins/prometheus/src/runs_fleet_prometheus",
         "plugins/github/src/runs_fleet_github",
         "simulators/github/src/runs_fleet_github_simulator",

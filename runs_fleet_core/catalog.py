@@ -121,6 +121,18 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     ),
     _s("SECURITY_GROUP_ID", "security group of the runners", required_in=frozenset({"ec2"})),
     _s("INSTANCE_PROFILE_ARN", "instance profile of the runners", required_in=frozenset({"ec2"})),
+    _s(
+        "RUNNER_DIR",
+        "directory of an unpacked GitHub Actions runner (with run.sh) that local runners run",
+        kind=Kind.PATH,
+        required_in=frozenset({"local"}),
+    ),
+    _s(
+        "AGENT_MAX_RUNTIME_S",
+        "longest a runner may run one job before its agent stops it (default 6 hours)",
+        kind=Kind.FLOAT,
+        minimum=1,
+    ),
     _s("KUBE_NAMESPACE", "namespace runner Jobs are created in", default="default"),
     _s("GITHUB_APP_ID", "the GitHub App's id", kind=Kind.INT, minimum=1, required_in=_SERVING),
     _s(
@@ -187,6 +199,13 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "job messages one worker dispatches at the same time",
         kind=Kind.INT,
         default=8,
+        minimum=1,
+    ),
+    _s(
+        "SCHEDULER_INTERVAL_S",
+        "seconds between two rounds of pool reconciliation and housekeeping",
+        kind=Kind.FLOAT,
+        default=60.0,
         minimum=1,
     ),
     _s(

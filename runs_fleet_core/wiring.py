@@ -76,19 +76,20 @@ def deployment_settings(
 
 async def start_services(
     env: Mapping[str, str], plugins: PluginManager, stack: AsyncExitStack
-) -> Settings:
-    """Start every background service the deployment needs (each registered on
-    ``stack``, which stops them), then return the settings with their overrides applied
-    and fully validated. Raises ``ConfigError`` listing every problem."""
+) -> dict[str, str]:
+    """Start every background service the deployment needs, each registered on
+    ``stack`` (which stops them), and return ``env`` with their setting overrides (for
+    example the URL of an embedded server). Raises ``ConfigError`` when the settings
+    the services read are invalid."""
     settings, problems = inspect_settings(env, setting_definitions(plugins), require=False)
     if problems:
         raise ConfigError(problems)
-    overrides: dict[str, str] = {}
+    merged = dict(env)
     for offer in plugins.services().services.offers():
         manager = offer.item(settings)
         if manager is not None:
-            overrides.update(await stack.enter_async_context(manager))
-    return deployment_settings({**env, **overrides}, plugins)
+            merged.update(await stack.enter_async_context(manager))
+    return merged
 
 
 def label_defaults(settings: Settings) -> LabelDefaults:

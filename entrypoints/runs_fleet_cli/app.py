@@ -20,7 +20,7 @@ from runs_fleet_core.settings import env_flag
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
-BUILT_IN = {"labels", "config", "plugins", "serve", "worker"}
+BUILT_IN = {"agent", "labels", "config", "plugins", "scheduler", "serve", "worker"}
 SERVER_LIBRARIES = {"starlette", "uvicorn"}
 
 
@@ -72,9 +72,25 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         action="store_true",
         help="only take webhooks; run 'runs-fleet worker' elsewhere to dispatch jobs",
     )
+    serve.add_argument(
+        "--scheduler",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run pool reconciliation and housekeeping in this process (default: on "
+        "in local and memory modes; elsewhere run 'runs-fleet scheduler')",
+    )
     serve.set_defaults(handler=_server_command("serve_command"))
     worker = sub.add_parser("worker", help="run the dispatch worker alone (no HTTP server)")
     worker.set_defaults(handler=_server_command("worker_command"))
+    scheduler = sub.add_parser(
+        "scheduler", help="run pool reconciliation and housekeeping (one leader among replicas)"
+    )
+    scheduler.set_defaults(handler=_server_command("scheduler_command"))
+    sub.add_parser(
+        "agent",
+        help="run one job on this runner (started by runs-fleet on the runner; "
+        "'runs-fleet agent --help' for its options)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -131,6 +147,10 @@ def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv``; return the exit code (0 ok, 2 user error, 1 bug)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["agent"]:  # the agent parses its own options
+        from runs_fleet_agent.cli import main as agent_main
+
+        return agent_main(args_list[1:])
     parser = _parser()
     try:
         first = next((a for a in args_list if not a.startswith("-")), None)

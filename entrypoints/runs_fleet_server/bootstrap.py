@@ -104,6 +104,7 @@ class Services:
     listen: tuple[str, int]
     worker_concurrency: int
     shutdown_delay_s: float
+    scheduler_interval_s: float = 60.0
     worker_wait_s: float = 1.0
     """How long one receive waits for a message: the worker notices a stop within it."""
     address: tuple[str, int] | None = None
@@ -176,6 +177,7 @@ def build_services(env: Mapping[str, str]) -> Services:
         listen=listen,
         worker_concurrency=settings["RUNS_FLEET_WORKER_CONCURRENCY"],
         shutdown_delay_s=settings["RUNS_FLEET_SHUTDOWN_DELAY_S"],
+        scheduler_interval_s=settings["RUNS_FLEET_SCHEDULER_INTERVAL_S"],
     )
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
 
-from runs_fleet_server.bootstrap import build_services
+from runs_fleet_core.wiring import start_services
+from runs_fleet_scheduler.scheduler import build_leadership, run_scheduler
+from runs_fleet_server.bootstrap import build_services, plugin_manager
 from runs_fleet_server.serve import handle_signals, serve, work
 
 _LEVELS = {
@@ -24,12 +27,16 @@ _LEVELS = {
 }
 
 
+SCHEDULER_BY_DEFAULT = frozenset({"local", "memory"})
+"""Modes whose ``serve`` runs the scheduler in the same process unless told otherwise."""
+
+
 def serve_command(args: argparse.Namespace) -> int:
-    """``runs-fleet serve [--listen HOST:PORT] [--no-worker]``."""
+    """``runs-fleet serve [--listen HOST:PORT] [--no-worker] [--scheduler|--no-scheduler]``."""
     env = dict(os.environ)
     if args.listen:
         env["RUNS_FLEET_LISTEN"] = args.listen
-    asyncio.run(_serve(env, with_worker=not args.no_worker))
+    asyncio.run(_serve(env, with_worker=not args.no_worker, with_scheduler=args.scheduler))
     return 0
 
 
@@ -39,19 +46,45 @@ def worker_command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(env: Mapping[str, str], *, with_worker: bool) -> None:
+def scheduler_command(args: argparse.Namespace) -> int:
+    """``runs-fleet scheduler``: the leader-elected pool and housekeeping loop alone."""
+    asyncio.run(_schedule(dict(os.environ)))
+    return 0
+
+
+async def _serve(env: Mapping[str, str], *, with_worker: bool, with_scheduler: bool | None) -> None:
     _configure_logging(env)
-    services = build_services(env)
-    host, port = services.listen
-    await serve(services, host=host, port=port, with_worker=with_worker)
+    async with contextlib.AsyncExitStack() as stack:
+        services = build_services(await start_services(env, plugin_manager(env), stack))
+        if with_scheduler is None:
+            with_scheduler = services.settings.mode in SCHEDULER_BY_DEFAULT
+        host, port = services.listen
+        await serve(
+            services, host=host, port=port, with_worker=with_worker, with_scheduler=with_scheduler
+        )
 
 
 async def _work(env: Mapping[str, str]) -> None:
     _configure_logging(env)
-    services = build_services(env)
-    stop = asyncio.Event()
-    with handle_signals(stop):
-        await work(services, stop)
+    async with contextlib.AsyncExitStack() as stack:
+        services = build_services(await start_services(env, plugin_manager(env), stack))
+        stop = asyncio.Event()
+        with handle_signals(stop):
+            await work(services, stop)
+
+
+async def _schedule(env: Mapping[str, str]) -> None:
+    _configure_logging(env)
+    async with contextlib.AsyncExitStack() as stack:
+        services = build_services(await start_services(env, plugin_manager(env), stack))
+        stack.push_async_callback(services.aclose)
+        stop = asyncio.Event()
+        with handle_signals(stop):
+            await run_scheduler(
+                build_leadership(services.adapters),
+                stop,
+                interval_s=services.scheduler_interval_s,
+            )
 
 
 def _configure_logging(env: Mapping[str, str]) -> None:

@@ -22,6 +22,7 @@ import uvicorn
 
 from runs_fleet_core.errors import ConfigError
 from runs_fleet_core.usecases.worker import WorkerReport, run_worker
+from runs_fleet_scheduler.scheduler import build_leadership, run_scheduler
 from runs_fleet_server.app import create_app
 from runs_fleet_server.bootstrap import Services
 
@@ -50,11 +51,13 @@ async def serve(
     host: str,
     port: int,
     with_worker: bool = True,
+    with_scheduler: bool = False,
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
 ) -> None:
     """Serve the app on ``host:port`` (port 0: any free port) and, ``with_worker``, run
-    the dispatch worker beside it, until ``stop`` is set; then shut down gracefully and
+    the dispatch worker beside it (and, ``with_scheduler``, the leader-elected pool and
+    housekeeping loop), until ``stop`` is set; then shut down gracefully and
     close the adapters. Without a ``stop`` event, SIGTERM and SIGINT stop it. ``ready``
     is set once the server accepts connections. ``ConfigError`` if it cannot listen.
     """
@@ -73,6 +76,10 @@ async def serve(
     worker_stop = asyncio.Event()
     if with_worker:
         tasks.add(asyncio.create_task(work_only(services, worker_stop), name="worker"))
+    if with_scheduler:
+        leadership = build_leadership(services.adapters)
+        loop = run_scheduler(leadership, worker_stop, interval_s=services.scheduler_interval_s)
+        tasks.add(asyncio.create_task(loop, name="scheduler"))
     try:
         signals = handle_signals(stop, server.force) if own_stop else contextlib.nullcontext()
         with signals:

@@ -103,7 +103,7 @@ def test_every_hook_is_documented_and_exercised() -> None:
 async def test_services_start_before_the_settings_are_validated_and_stop_after() -> None:
     import contextlib
 
-    from runs_fleet_core.wiring import start_services
+    from runs_fleet_core.wiring import deployment_settings, start_services
 
     from .plugin_samples import good
 
@@ -113,12 +113,12 @@ async def test_services_start_before_the_settings_are_validated_and_stop_after()
     ]
     manager = PluginManager(entry_points=points)
     async with contextlib.AsyncExitStack() as stack:
-        settings = await start_services({"RUNS_FLEET_MODE": "memory"}, manager, stack)
+        env = await start_services({"RUNS_FLEET_MODE": "memory"}, manager, stack)
+        settings = deployment_settings(env, manager)
         assert settings["RUNS_FLEET_SAMPLE_URL"] == "sample://127.0.0.1:1"
         assert good.STARTED == ["sample"]
     assert good.STARTED == []
     async with contextlib.AsyncExitStack() as stack:
         env = {"RUNS_FLEET_MODE": "memory", "RUNS_FLEET_SAMPLE_URL": "given://x"}
-        settings = await start_services(env, manager, stack)
-        assert settings["RUNS_FLEET_SAMPLE_URL"] == "given://x"
+        assert await start_services(env, manager, stack) == env
         assert good.STARTED == []

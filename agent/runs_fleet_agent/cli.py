@@ -1,0 +1,181 @@
+"""The agent's command line and its one pass: config → started → run → outcome → exit.
+
+Exit codes: the runner's own; 124 when the maximum runtime stopped it; 128 + the signal
+(143 for SIGTERM) when told to stop; 127 when the runner could not be started; 75 when
+no config arrived in time; 78 when the config is missing or unreadable. Nothing here
+logs the JIT config or the report token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from runs_fleet_agent.configfile import ConfigFileError, read_and_delete, wait_for_file
+from runs_fleet_agent.report import Reporter
+from runs_fleet_agent.supervise import (
+    EXIT_CANNOT_RUN,
+    Outcome,
+    StopRequest,
+    run_once,
+    signal_exit_code,
+)
+from runs_fleet_core.domain.messages import AgentEvent
+from runs_fleet_core.domain.runner import RunnerConfig
+
+DEFAULT_MAX_RUNTIME_S = 6 * 3600.0
+EXIT_NO_CONFIG_YET = 75
+EXIT_BAD_CONFIG = 78
+_log = logging.getLogger("runs_fleet_agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The agent's command-line options."""
+    parser = argparse.ArgumentParser(
+        prog="runs-fleet-agent", description="Run one GitHub Actions job for runs-fleet."
+    )
+    parser.add_argument("--config-file", type=Path, required=True, help="this runner's config")
+    parser.add_argument(
+        "--wait-for-config",
+        type=float,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the config file to appear (warm-pool runners)",
+    )
+    parser.add_argument(
+        "--runner-dir",
+        type=Path,
+        default=os.environ.get("RUNS_FLEET_RUNNER_DIR") or None,
+        help="the GitHub Actions runner's directory (default: $RUNS_FLEET_RUNNER_DIR)",
+    )
+    parser.add_argument(
+        "--max-runtime",
+        type=float,
+        metavar="SECONDS",
+        help="stop the runner after SECONDS (default: the config's max_runtime_s, or 6 h)",
+    )
+    parser.add_argument(
+        "--grace", type=float, default=30.0, metavar="SECONDS", help="SIGTERM → SIGKILL delay"
+    )
+    parser.add_argument("--report-attempts", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument("--report-backoff", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--report-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the agent once; returns the process exit code (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    stop = StopRequest()
+    with _handling_stop_signals(stop):
+        config = _obtain_config(args, stop)
+        if isinstance(config, int):
+            return config
+        return _run_job(args, config, stop)
+
+
+def _obtain_config(args: argparse.Namespace, stop: StopRequest) -> RunnerConfig | int:
+    """The config, or the exit code when there is none to run."""
+    path: Path = args.config_file
+    if args.wait_for_config is not None:
+        _log.info("waiting up to %gs for a config at %s", args.wait_for_config, path)
+        if not wait_for_file(path, args.wait_for_config, should_stop=lambda: stop.requested):
+            if stop.signum is not None:
+                _log.info("stopped while waiting for a config")
+                return signal_exit_code(stop.signum)
+            _log.error("no config appeared at %s within %gs", path, args.wait_for_config)
+            return EXIT_NO_CONFIG_YET
+    try:
+        return read_and_delete(path)
+    except ConfigFileError as exc:
+        _log.error("%s", exc)
+        return EXIT_BAD_CONFIG
+
+
+def _run_job(args: argparse.Namespace, config: RunnerConfig, stop: StopRequest) -> int:
+    """Report, run, report: the exit code of the run."""
+    _log.info("runner %s takes job %s of %s", config.runner_name, config.job_id, config.repository)
+    reporter = _reporter(args, config)
+    if reporter is not None:
+        reporter.send(AgentEvent.STARTED)
+    outcome = _run_runner(args, config, stop)
+    _log.info(
+        "job %s ended: %s (exit code %d)", config.job_id, outcome.event.value, outcome.exit_code
+    )
+    if reporter is not None:
+        reporter.send(outcome.event, exit_code=outcome.exit_code, detail=outcome.detail)
+    return outcome.exit_code
+
+
+def _run_runner(args: argparse.Namespace, config: RunnerConfig, stop: StopRequest) -> Outcome:
+    if stop.signum is not None:
+        name = signal.Signals(stop.signum).name
+        return Outcome(signal_exit_code(stop.signum), AgentEvent.INTERRUPTED, f"stopped by {name}")
+    if args.runner_dir is None:
+        detail = "no runner directory: set RUNS_FLEET_RUNNER_DIR or pass --runner-dir"
+        return Outcome(EXIT_CANNOT_RUN, AgentEvent.FAILED, detail)
+    command = [str(Path(args.runner_dir) / "run.sh"), "--jitconfig", config.jit_config]
+    max_runtime_s = _max_runtime(args, config)
+    _log.info("running %s/run.sh (at most %gs)", args.runner_dir, max_runtime_s)
+    return run_once(command, max_runtime_s=max_runtime_s, grace_s=args.grace, stop=stop)
+
+
+def _max_runtime(args: argparse.Namespace, config: RunnerConfig) -> float:
+    if args.max_runtime is not None:
+        return float(args.max_runtime)
+    configured = config.settings.get("max_runtime_s")
+    if configured:
+        try:
+            value = float(configured)
+        except ValueError:
+            _log.warning("ignoring max_runtime_s=%r from the config: not a number", configured)
+        else:
+            if value > 0:
+                return value
+    return DEFAULT_MAX_RUNTIME_S
+
+
+def _reporter(args: argparse.Namespace, config: RunnerConfig) -> Reporter | None:
+    url = config.settings.get("report_url")
+    if not url:
+        _log.info("the config names no report_url: not reporting")
+        return None
+    try:
+        return Reporter(
+            url,
+            config.settings.get("report_token", ""),
+            job_id=config.job_id,
+            runner_name=config.runner_name,
+            attempts=args.report_attempts,
+            backoff_s=args.report_backoff,
+            timeout_s=args.report_timeout,
+        )
+    except ValueError as exc:
+        _log.error("not reporting: %s", exc)
+        return None
+
+
+@contextmanager
+def _handling_stop_signals(stop: StopRequest) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s runs-fleet-agent %(levelname)s %(message)s")
+    )
+    _log.handlers[:] = [handler]
+    _log.setLevel(logging.INFO)
+    _log.propagate = False
