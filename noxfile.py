@@ -86,3 +86,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: figures and ratios against baselines measured in the same run."""
     _install_project(session, "test")
     session.run("python", "bench/core.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """runs-fleet end to end on this machine: a simulated GitHub, local runners."""
+    _install_project(session)
+    session.run("runs-fleet", "demo", *session.posargs)

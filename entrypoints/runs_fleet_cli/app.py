@@ -20,7 +20,7 @@ from runs_fleet_core.settings import env_flag
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
-BUILT_IN = {"agent", "labels", "config", "plugins", "scheduler", "serve", "worker"}
+BUILT_IN = {"agent", "demo", "labels", "config", "plugins", "scheduler", "serve", "worker"}
 SERVER_LIBRARIES = {"starlette", "uvicorn"}
 
 
@@ -86,11 +86,23 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "scheduler", help="run pool reconciliation and housekeeping (one leader among replicas)"
     )
     scheduler.set_defaults(handler=_server_command("scheduler_command"))
+    demo = sub.add_parser(
+        "demo",
+        help="watch jobs go from a simulated GitHub to local runners and back (needs the "
+        "GitHub simulator: nox -s demo installs it)",
+    )
+    demo.set_defaults(handler=_demo)
     sub.add_parser(
         "agent",
         help="run one job on this runner (started by runs-fleet on the runner; "
         "'runs-fleet agent --help' for its options)",
     )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from runs_fleet_cli.demo.run import demo_command
+
+    return demo_command(args)
 
 
 def _parser() -> argparse.ArgumentParser:
