@@ -213,7 +213,7 @@ async def github_client(
 
 # --- GitHub's published schemas, as checks ------------------------------------------
 
-FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "github"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "github"
 SPEC = json.loads((FIXTURES / "rest-api-subset.json").read_text())
 SPEC_URI = "urn:github-rest"
 

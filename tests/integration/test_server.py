@@ -42,7 +42,7 @@ from runs_fleet_server.bootstrap import Services, build_services
 from runs_fleet_server.serve import serve, work, work_only
 
 SECRET = "integration-webhook-secret"
-GITHUB = Path(__file__).parents[3] / "shared" / "fixtures" / "github"
+GITHUB = Path(__file__).parents[1] / "fixtures" / "github"
 WEBHOOKS = GITHUB / "webhooks"
 SCHEMAS = GITHUB / "webhook-schemas"
 TIMEOUT_S = 15.0

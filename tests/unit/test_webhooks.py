@@ -1,6 +1,6 @@
 """Webhook signature checks and ``workflow_job`` parsing, against GitHub's own payloads.
 
-Every example payload in the shared fixtures goes through the parser; malformed variants
+Every example payload in tests/fixtures/github goes through the parser; malformed variants
 and random bodies must end in the one documented error (the server's 400), never in
 anything else.
 """
@@ -28,7 +28,7 @@ from runs_fleet_core.webhooks import (
     verify_signature,
 )
 
-FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "github" / "webhooks"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "github" / "webhooks"
 PAYLOADS = sorted(FIXTURES.glob("*.json"))
 SECRET = "It's a Secret to Everybody"
 
