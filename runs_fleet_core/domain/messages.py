@@ -12,6 +12,7 @@ from datetime import datetime
 import attrs
 
 from runs_fleet_core.domain.ids import JobId, RunId
+from runs_fleet_core.domain.job import Job
 from runs_fleet_core.domain.spec import RunnerSpec
 
 
@@ -25,6 +26,20 @@ class JobMessage:
     spec: RunnerSpec
     attempt: int = 1
     enqueued_at: datetime | None = None
+
+    @classmethod
+    def for_job(cls, job: Job, *, enqueued_at: datetime) -> JobMessage:
+        """The message that asks for a runner for ``job``'s current attempt."""
+        if job.spec is None:
+            raise ValueError(f"job {job.job_id} has no runner spec to dispatch")
+        return cls(
+            job_id=job.job_id,
+            run_id=job.run_id,
+            repository=job.repository,
+            spec=job.spec,
+            attempt=job.attempt,
+            enqueued_at=enqueued_at,
+        )
 
     @property
     def dedup_id(self) -> str:

@@ -131,15 +131,6 @@ class Completion:
             claim_expires_at=None,
         )
         stored = await self.state.put_job(requeued, expect_version=job.version)
-        await self.queue.send(
-            JobMessage(
-                job_id=job.job_id,
-                run_id=job.run_id,
-                repository=job.repository,
-                spec=spec,
-                attempt=spec.attempt,
-                enqueued_at=now,
-            )
-        )
+        await self.queue.send(JobMessage.for_job(stored, enqueued_at=now))
         self.metrics.increment("jobs_requeued")
-        return CompletionOutcome.REQUEUED if stored else CompletionOutcome.UNCHANGED
+        return CompletionOutcome.REQUEUED

@@ -15,7 +15,6 @@ same runner twice or race over the same config.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
@@ -23,10 +22,10 @@ import attrs
 
 from runs_fleet_core.domain.ids import RunnerId
 from runs_fleet_core.domain.job import Job, JobStatus
-from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.domain.runner import RunnerPhase, RunnerState
-from runs_fleet_core.errors import AdapterError, ConflictError
+from runs_fleet_core.errors import AdapterError
 from runs_fleet_core.ports import Clock, ConfigStore, Metrics, Provider, Queue, StateStore
+from runs_fleet_core.usecases.intake import enqueue_job
 
 DEFAULT_PHASE_TIMEOUTS_S: Mapping[JobStatus, float] = {
     JobStatus.QUEUED: 900,
@@ -125,20 +124,7 @@ class Housekeeper:
                 continue
             if (now - job.created_at).total_seconds() < self.unsent_after_s:
                 continue
-            await self.queue.send(
-                JobMessage(
-                    job_id=job.job_id,
-                    run_id=job.run_id,
-                    repository=job.repository,
-                    spec=job.spec,
-                    attempt=job.attempt,
-                    enqueued_at=now,
-                )
-            )
-            with contextlib.suppress(ConflictError):
-                await self.state.put_job(
-                    attrs.evolve(job, enqueued_at=now), expect_version=job.version
-                )
+            await enqueue_job(job, queue=self.queue, state=self.state, at=now)
             resent.append(int(job.job_id))
         return tuple(resent)
 

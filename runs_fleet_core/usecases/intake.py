@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Collection
+from datetime import datetime
 
 import attrs
 
@@ -115,18 +116,13 @@ class Intake:
             return None
 
     async def _enqueue(self, job: Job) -> None:
-        assert job.spec is not None
-        now = self.clock.now()
-        message = JobMessage(
-            job_id=job.job_id,
-            run_id=job.spec.run_id,
-            repository=job.repository,
-            spec=job.spec,
-            attempt=job.attempt,
-            enqueued_at=now,
-        )
-        await self.queue.send(message)
+        await enqueue_job(job, queue=self.queue, state=self.state, at=self.clock.now())
         self.metrics.increment("jobs_queued", labels={"backend": job.backend or ""})
-        # A conflict means a dispatcher moved the job on already: it has the message.
-        with contextlib.suppress(ConflictError):
-            await self.state.put_job(attrs.evolve(job, enqueued_at=now), expect_version=job.version)
+
+
+async def enqueue_job(job: Job, *, queue: Queue, state: StateStore, at: datetime) -> None:
+    """Send ``job``'s message, then mark the job enqueued. A conflict on the mark means a
+    dispatcher moved the job on already: it has the message, so that is fine."""
+    await queue.send(JobMessage.for_job(job, enqueued_at=at))
+    with contextlib.suppress(ConflictError):
+        await state.put_job(attrs.evolve(job, enqueued_at=at), expect_version=job.version)
