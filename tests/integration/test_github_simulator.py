@@ -353,6 +353,18 @@ async def test_sigterm_while_running_completes_the_job_as_cancelled(
     assert completed["workflow_job"]["conclusion"] == "cancelled"
 
 
+async def test_a_runner_stopped_before_it_heard_its_job_gets_the_job_cancelled(
+    sim_with_webhooks: GitHubSimulator, webhook_receiver: WebhookReceiver
+) -> None:
+    job_id = await sim_with_webhooks.queue_job(ORG_REPO, LABELS)
+    runner = sim_with_webhooks.register_jit_runner(ORG_REPO, name="rf-5", labels=LABELS)
+    assert await sim_with_webhooks.acquire(runner, wait_s=1) is not None
+    await sim_with_webhooks.disconnect(runner)  # the acquire answer never reached it
+    completed = check_webhook((await webhook_receiver.wait_for(3))[2])
+    assert completed["workflow_job"]["conclusion"] == "cancelled"
+    assert sim_with_webhooks.jobs[job_id].status == "completed"
+
+
 async def test_sigterm_while_waiting_leaves_the_runner_offline(
     github_sim: GitHubSimulator, github_client: GitHubAppClient, tmp_path: Path
 ) -> None:

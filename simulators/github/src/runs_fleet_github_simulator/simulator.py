@@ -296,11 +296,14 @@ class GitHubSimulator(Directory, Traffic):
         return job
 
     async def disconnect(self, runner: Runner) -> None:
-        """The runner went away without a job: GitHub shows it offline, still registered
-        (a pending :meth:`acquire` of it gives up)."""
-        if not runner.busy:
-            runner.status = "offline"
-            await self._notify()
+        """The runner went away: GitHub shows it offline, still registered (a pending
+        :meth:`acquire` of it gives up). If it had been handed a job meanwhile (it was
+        stopped before it heard the answer), that job ends ``cancelled``."""
+        if runner.busy and runner.job_id is not None:
+            await self.complete(runner, "cancelled")
+            return
+        runner.status = "offline"
+        await self._notify()
 
     async def aclose(self) -> None:
         """Release waiting runners and send the webhooks still queued."""
