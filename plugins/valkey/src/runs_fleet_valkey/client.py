@@ -13,12 +13,19 @@ from collections.abc import Iterator
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
 
 from runs_fleet_core.errors import AdapterError
 
 DEFAULT_SOCKET_TIMEOUT_S = 10.0
 """Per-call timeout. Blocking queue reads wait at most one second per call, well below."""
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
+RECONNECT_RETRIES = 2
+"""Retries of a command whose connection broke (e.g. a pooled connection to a server
+that restarted since): ``Redis.from_url`` sets none, so without them the first command
+after a Valkey restart fails, and a webhook answered 503 is never redelivered. Only
+connection errors are retried (a timed-out command may have run), briefly."""
 
 _SCHEMES = {"valkey://": "redis://", "valkeys://": "rediss://"}
 
@@ -54,6 +61,11 @@ def connect(
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=connect_timeout_s,
             health_check_interval=30,
+            retry=Retry(
+                EqualJitterBackoff(cap=0.5, base=0.05),
+                RECONNECT_RETRIES,
+                supported_errors=(redis_errors.ConnectionError,),
+            ),
         )
     except ValueError as exc:
         raise ValueError(
