@@ -78,7 +78,10 @@ class Job:
 
     ``version`` is owned by the StateStore (0 = never stored); ``claim_owner`` and
     ``claim_expires_at`` form the dispatch lease; ``runner_name`` is the name the runner
-    registers with GitHub, ``runner_id`` the provider's id for it.
+    launched for it registers with GitHub, ``runner_id`` the provider's id for it.
+    ``observed_runner`` is the runner GitHub says actually runs the job (from
+    ``in_progress``): with equal labels GitHub may hand a job to a runner launched for
+    another one, and that runner is then busy with this job.
     """
 
     job_id: JobId
@@ -91,6 +94,7 @@ class Job:
     reason: str | None = None
     runner_id: RunnerId | None = None
     runner_name: str | None = None
+    observed_runner: str | None = None
     backend: str | None = None
     pool: str | None = None
     claim_owner: str | None = None

@@ -38,7 +38,8 @@ class RunnerState:
     """A runner as a provider observed it.
 
     ``job_id`` is what the runner was launched for (from its tags or labels), ``None``
-    for a warm-pool runner that has no job yet.
+    for a warm-pool runner that has no job yet. ``runner_name`` is the name it registers
+    with GitHub, when the provider knows it.
     """
 
     runner_id: RunnerId
@@ -47,6 +48,7 @@ class RunnerState:
     launched_at: datetime | None = None
     job_id: JobId | None = None
     pool: str | None = None
+    runner_name: str | None = None
     details: dict[str, str] = attrs.field(factory=dict)
 
 

@@ -37,8 +37,25 @@ class Completion:
     max_conflicts: int = 5
 
     async def job_started(self, event: WorkflowJobEvent) -> CompletionOutcome:
-        """Handle ``in_progress``: the job runs on ``event.runner_name``."""
-        return await self._move(event.job_id, JobStatus.RUNNING, runner_name=event.runner_name)
+        """Handle ``in_progress``: the job runs on ``event.runner_name``, which is
+        recorded as the job's observed runner (housekeeping must not reap it)."""
+        outcome = await self._move(event.job_id, JobStatus.RUNNING, runner_name=event.runner_name)
+        if event.runner_name and outcome is not CompletionOutcome.UNKNOWN_JOB:
+            await self._observe_runner(event.job_id, event.runner_name)
+        return outcome
+
+    async def _observe_runner(self, job_id: JobId, runner_name: str) -> None:
+        for _ in range(self.max_conflicts):
+            job = await self.state.get_job(job_id)
+            if job is None or job.observed_runner == runner_name:
+                return
+            try:
+                await self.state.put_job(
+                    attrs.evolve(job, observed_runner=runner_name), expect_version=job.version
+                )
+                return
+            except ConflictError:
+                continue
 
     async def job_finished(self, event: WorkflowJobEvent) -> CompletionOutcome:
         """Handle ``completed``: the job ended with ``event.conclusion``."""

@@ -16,6 +16,7 @@ same runner twice or race over the same config.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 
 import attrs
@@ -45,10 +46,20 @@ class HousekeepingReport:
     stuck: tuple[Job, ...] = ()
 
 
-def is_orphan(runner: RunnerState, job: Job | None, now: datetime, grace_s: float) -> bool:
+def is_orphan(
+    runner: RunnerState,
+    job: Job | None,
+    now: datetime,
+    grace_s: float,
+    busy_names: AbstractSet[str] = frozenset(),
+) -> bool:
     """Whether ``runner`` serves no live job. Pool runners without a job are not orphans
-    (pool reconciliation owns them); nothing younger than ``grace_s`` is."""
+    (pool reconciliation owns them); nothing younger than ``grace_s`` is; nor is a runner
+    GitHub reports running an unfinished job (``busy_names``), whichever job it was
+    launched for."""
     if runner.phase is RunnerPhase.TERMINATED or runner.job_id is None:
+        return False
+    if (runner.runner_name or runner.runner_id) in busy_names:
         return False
     if runner.launched_at and (now - runner.launched_at).total_seconds() < grace_s:
         return False
@@ -84,6 +95,7 @@ class Housekeeper:
         found: list[RunnerState] = []
         terminated: list[RunnerId] = []
         now = self.clock.now()
+        busy = await self._busy_runner_names()
         for name, provider in sorted(self.providers.items()):
             try:
                 runners = await provider.list_runners()
@@ -92,7 +104,7 @@ class Housekeeper:
                 continue
             for runner in runners:
                 job = await self.state.get_job(runner.job_id) if runner.job_id else None
-                if not is_orphan(runner, job, now, self.orphan_grace_s):
+                if not is_orphan(runner, job, now, self.orphan_grace_s, busy):
                     continue
                 found.append(runner)
                 try:
@@ -103,6 +115,17 @@ class Housekeeper:
                 terminated.append(runner.runner_id)
                 self.metrics.increment("orphans_terminated", labels={"backend": name})
         return tuple(found), tuple(terminated)
+
+    async def _busy_runner_names(self) -> set[str]:
+        """Runners GitHub reports running a job that is not finished yet."""
+        busy = set()
+        for status in (JobStatus.RUNNING, JobStatus.LAUNCHING, JobStatus.REQUEUED):
+            busy |= {
+                j.observed_runner
+                for j in await self.state.list_jobs(status=status)
+                if j.observed_runner
+            }
+        return busy
 
     async def delete_stale_configs(self) -> tuple[RunnerId, ...]:
         deleted = []

@@ -73,3 +73,29 @@ async def test_jobs_stuck_in_a_phase_are_reported(world: World) -> None:
     world.clock.advance(901)
     report = await world.housekeeper().run()
     assert [j.job_id for j in report.stuck] == [1]
+
+
+async def test_a_runner_github_gave_another_job_is_not_reaped_when_its_own_job_ends(
+    world: World,
+) -> None:
+    from runs_fleet_core.domain.ids import runner_name_for
+
+    label = "runs-fleet=42/cpu=2"
+    await world.intake().take(event(1, label))
+    await world.intake().take(event(2, label))
+    await world.dispatch_all()
+    # same labels: GitHub runs job 1 on job 2's runner and job 2 on job 1's runner
+    swapped = {1: runner_name_for(JobId(2), 1), 2: runner_name_for(JobId(1), 1)}
+    completion = world.completion()
+    for job_id, runner in swapped.items():
+        started = event(job_id, label, action=WorkflowJobAction.IN_PROGRESS, runner_name=runner)
+        await completion.job_started(started)
+    await _finish(world, 1)  # job 1 ends; the runner launched for it still runs job 2
+    world.clock.advance(601)
+    report = await world.housekeeper().run()
+    assert report.terminated == ()
+    job = await world.state.get_job(JobId(2))
+    assert job is not None and job.observed_runner == runner_name_for(JobId(1), 1)
+    await _finish(world, 2)
+    report = await world.housekeeper().run()
+    assert len(report.terminated) == 2

@@ -129,7 +129,7 @@ class MemoryProvider:
             launched_at=runner.launched_at,
             job_id=runner.job_id,
             pool=runner.pool,
-            details={"runner_name": runner.runner_name},
+            runner_name=runner.runner_name,
         )
 
 

@@ -129,8 +129,6 @@ class LocalProvider:
         cold = record.kind is Kind.COLD
         phase = (cold_phase if cold else pool_phase)(record, self._runners)
         details = {"work_dir": str(self._work_dir(record))}
-        if record.runner_name:
-            details["runner_name"] = record.runner_name
         if record.pid is not None:
             details["pid"] = str(record.pid)
         return RunnerState(
@@ -140,6 +138,7 @@ class LocalProvider:
             launched_at=record.launched_at,
             job_id=None if record.job_id is None else JobId(record.job_id),
             pool=record.pool,
+            runner_name=record.runner_name or None,
             details=details,
         )
 
