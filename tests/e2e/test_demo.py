@@ -47,3 +47,35 @@ def test_the_demo_runs_every_job_as_expected_and_cleans_up() -> None:
     assert "Traceback" not in result.stderr
     assert _demo_dirs() == before
     assert _processes_mentioning("runs-fleet-demo-") == []
+
+
+def test_ctrl_c_stops_the_demo_and_leaves_nothing_behind() -> None:
+    import signal
+    import time
+
+    before = _demo_dirs()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNS_FLEET_")}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "runs_fleet_cli", "demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:  # wait until jobs are under way
+            if "claimed by a dispatch worker" in line:
+                break
+        time.sleep(0.3)
+        demo.send_signal(signal.SIGINT)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 130, err
+    assert "interrupted: stopping everything" in out
+    assert "Traceback" not in err
+    assert _demo_dirs() == before
+    assert _processes_mentioning("runs-fleet-demo-") == []
