@@ -94,10 +94,14 @@ def _show(value: object) -> str:
 
 
 def config_check(args: argparse.Namespace) -> int:
-    """Check the whole configuration for the chosen mode; list every problem."""
+    """Check the whole configuration for the chosen mode, including what ``serve``
+    needs; list every problem."""
+    from runs_fleet_server.bootstrap import server_problems
+
     env = os.environ
     try:
         settings, problems = inspect_deployment(env, plugin_manager(env))
+        problems += server_problems(settings, problems)
         if problems:
             raise ConfigError(problems)
     except RunsFleetError as exc:

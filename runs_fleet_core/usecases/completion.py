@@ -63,20 +63,31 @@ class Completion:
         return await self._move(event.job_id, status, reason=f"conclusion: {event.conclusion}")
 
     async def agent_reported(self, report: AgentReport) -> CompletionOutcome:
-        """Handle the agent's own account of its job."""
+        """Handle the agent's own account of its job.
+
+        GitHub's ``completed`` webhook is what ends a job that ran: the runner's exit
+        code says nothing reliable about the job's result. So a ``finished`` or
+        ``failed`` report never ends a job that started; a ``failed`` report ends a job
+        that never started (the runner broke before taking it) as ``failed``.
+        """
         if report.event is AgentEvent.STARTED:
             return await self._move(
                 report.job_id, JobStatus.RUNNING, runner_name=report.runner_name
             )
         if report.event is AgentEvent.INTERRUPTED:
             return await self._requeue(report.job_id, report.detail or "runner interrupted")
-        if report.event is AgentEvent.FAILED:
+        job = await self.state.get_job(report.job_id)
+        if job is None:
+            return CompletionOutcome.UNKNOWN_JOB
+        self.metrics.increment("agent_exits", labels={"event": report.event.value})
+        if report.event is AgentEvent.FAILED and job.entered(JobStatus.RUNNING) is None:
+            detail = report.detail or f"exit code {report.exit_code}"
             return await self._move(
                 report.job_id,
                 JobStatus.FAILED,
-                reason=f"runner failed: {report.detail or report.exit_code}",
+                reason=f"runner failed before the job ran: {detail}",
             )
-        return await self._move(report.job_id, JobStatus.COMPLETED, reason="runner finished")
+        return CompletionOutcome.UNCHANGED
 
     async def _move(
         self,

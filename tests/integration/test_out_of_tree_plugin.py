@@ -134,6 +134,7 @@ def test_a_plugins_provider_can_serve_a_backend(site: Path) -> None:
         "--json",
         RUNS_FLEET_MODE="memory",
         RUNS_FLEET_BACKENDS="memory,acme",
+        RUNS_FLEET_GITHUB_WEBHOOK_SECRET="s3cret",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["wiring"]["backends"] == ["memory", "acme"]

@@ -119,6 +119,42 @@ async def test_a_warm_runner_is_freed_when_its_job_ends(world: World) -> None:
     [runner_id] = await world.pools.create_pool_runners(pool, 1)
     await _launched(world, "runs-fleet=42/pool=default")
     assert await world.state.get_assignment(runner_id) is not None
-    await world.completion().agent_reported(_report(AgentEvent.FINISHED))
+    finished = event(1, action=WorkflowJobAction.COMPLETED, conclusion="success")
+    await world.completion().job_finished(finished)
     assert await world.state.get_assignment(runner_id) is None
     assert await world.configs.get(runner_id) is None
+
+
+async def test_the_runners_exit_code_does_not_decide_a_started_jobs_result(world: World) -> None:
+    await _launched(world)
+    completion = world.completion()
+    await completion.agent_reported(_report(AgentEvent.STARTED))
+    failed = AgentReport(
+        job_id=JOB,
+        runner_name=NAME,
+        event=AgentEvent.FAILED,
+        at=datetime(2026, 1, 5, tzinfo=UTC),
+        exit_code=1,
+    )
+    assert await completion.agent_reported(failed) is CompletionOutcome.UNCHANGED
+    finished = event(1, action=WorkflowJobAction.COMPLETED, conclusion="failure")
+    assert await completion.job_finished(finished) is CompletionOutcome.UPDATED
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.status is JobStatus.COMPLETED
+    assert job.reason == "conclusion: failure"
+
+
+async def test_a_runner_that_breaks_before_its_job_starts_fails_the_job(world: World) -> None:
+    await _launched(world)
+    broken = AgentReport(
+        job_id=JOB,
+        runner_name=NAME,
+        event=AgentEvent.FAILED,
+        at=datetime(2026, 1, 5, tzinfo=UTC),
+        exit_code=127,
+        detail="run.sh not found",
+    )
+    assert await world.completion().agent_reported(broken) is CompletionOutcome.UPDATED
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.status is JobStatus.FAILED
+    assert job.reason == "runner failed before the job ran: run.sh not found"
