@@ -83,9 +83,15 @@ def dev(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: figures and ratios against baselines measured in the same run."""
+    """Benchmarks: figures and ratios against baselines measured in the same run.
+
+    ``bench/core.py``: the core on in-memory adapters. ``bench/local.py``: the server
+    served for real (uvicorn subprocesses, embedded Valkey) against a bare Starlette
+    endpoint, dispatch through Valkey, and the server's RSS; only 127.0.0.1 is used.
+    """
     _install_project(session, "test")
     session.run("python", "bench/core.py")
+    session.run("python", "bench/local.py")
 
 
 @nox.session

@@ -63,12 +63,12 @@ class Intake:
             if spec is None:
                 return IntakeResult(outcome=IntakeOutcome.IGNORED, job_id=event.job_id)
             reason = self._backend_problem(spec)
-        existing = await self.state.get_job(event.job_id)
-        if existing is not None and (existing.enqueued_at or existing.status != JobStatus.QUEUED):
-            return self._duplicate(existing)
-        job = existing or await self._record(event, spec, reason)
-        if job is None:
-            return IntakeResult(outcome=IntakeOutcome.DUPLICATE, job_id=event.job_id)
+        job = await self._record(event, spec, reason)
+        if job is None:  # seen before: send only what was recorded but never sent
+            existing = await self.state.get_job(event.job_id)
+            if existing is None or existing.enqueued_at or existing.status != JobStatus.QUEUED:
+                return self._duplicate(existing, event.job_id)
+            job = existing
         if job.status is JobStatus.REJECTED:
             self.metrics.increment("jobs_rejected", labels={"repository": job.repository})
             return IntakeResult(
@@ -88,14 +88,16 @@ class Intake:
             "to RUNS_FLEET_BACKENDS"
         )
 
-    def _duplicate(self, job: Job) -> IntakeResult:
+    def _duplicate(self, job: Job | None, job_id: JobId) -> IntakeResult:
         self.metrics.increment("webhooks_duplicate")
-        return IntakeResult(outcome=IntakeOutcome.DUPLICATE, job_id=job.job_id, reason=job.reason)
+        reason = job.reason if job is not None else None
+        return IntakeResult(outcome=IntakeOutcome.DUPLICATE, job_id=job_id, reason=reason)
 
     async def _record(
         self, event: WorkflowJobEvent, spec: RunnerSpec | None, reason: str | None
     ) -> Job | None:
-        """Create the job record; ``None`` if another delivery created it first."""
+        """Create the job record; ``None`` if it exists (a duplicate delivery, or another
+        replica got there first). Creating first spares new jobs, the common case, a read."""
         now = self.clock.now()
         bound = spec.for_job(event.job_id, event.repository) if spec else None
         job = Job.new(
