@@ -9,9 +9,6 @@ them all in one go instead of one per restart.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Mapping
 
 import attrs
@@ -27,6 +24,7 @@ from runs_fleet_core.usecases.completion import Completion
 from runs_fleet_core.usecases.dispatch import Dispatcher
 from runs_fleet_core.usecases.intake import Intake
 from runs_fleet_core.wiring import Adapters, build_adapters, inspect_deployment, label_defaults
+from runs_fleet_scheduler.scheduler import replica_name
 
 _log = logging.getLogger(__name__)
 
@@ -219,7 +217,6 @@ def _intake(settings: Settings, adapters: Adapters) -> Intake:
 
 
 def _dispatcher(settings: Settings, adapters: Adapters, agent: AgentEndpoint) -> Dispatcher:
-    owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
     return Dispatcher(
         state=adapters.state,
         queue=adapters.queue,
@@ -229,7 +226,7 @@ def _dispatcher(settings: Settings, adapters: Adapters, agent: AgentEndpoint) ->
         pool_providers=adapters.pool_providers,
         clock=adapters.clock,
         metrics=adapters.metrics,
-        owner=owner,
+        owner=replica_name(),
         default_backend=adapters.wiring.default_backend,
         claim_ttl_s=settings["RUNS_FLEET_CLAIM_TTL_S"],
         max_attempts=settings["RUNS_FLEET_MAX_ATTEMPTS"],
