@@ -15,6 +15,9 @@ DISTRIBUTIONS = [
     "plugins/valkey",
     "plugins/prometheus",
     "plugins/github",
+    "plugins/aws",
+    "plugins/sqs",
+    "plugins/ec2",
     "simulators/github",
 ]
 
@@ -61,6 +64,9 @@ def typecheck(session: nox.Session) -> None:
         "simulators/github/src/runs_fleet_github_simulator",
         "plugins/local/src/runs_fleet_local",
         "plugins/valkey/src/runs_fleet_valkey",
+        "plugins/aws/src/runs_fleet_aws",
+        "plugins/sqs/src/runs_fleet_sqs",
+        "plugins/ec2/src/runs_fleet_ec2",
     )
 
 

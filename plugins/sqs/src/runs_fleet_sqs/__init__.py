@@ -1,0 +1,1 @@
+"""runs-fleet job queue on Amazon SQS."""
