@@ -10,7 +10,7 @@ from runs_fleet_core.ports.configs import ConfigStore
 from runs_fleet_core.ports.github import GitHub, GitHubRunner, JitConfig, JobStatusReport
 from runs_fleet_core.ports.observe import Clock, Metrics, SystemClock
 from runs_fleet_core.ports.queue import DeadLetter, Delivery, Queue
-from runs_fleet_core.ports.state import StateStore
+from runs_fleet_core.ports.state import JobOutbox, StateStore
 
 __all__ = [
     "Clock",
@@ -20,6 +20,7 @@ __all__ = [
     "GitHub",
     "GitHubRunner",
     "JitConfig",
+    "JobOutbox",
     "JobStatusReport",
     "Metrics",
     "PoolProvider",

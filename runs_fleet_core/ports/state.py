@@ -13,8 +13,10 @@ from typing import Protocol, runtime_checkable
 from runs_fleet_core.domain.ids import JobId, RunnerId
 from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.domain.lease import Lease
+from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.domain.pool import PoolConfig
 from runs_fleet_core.domain.runner import RunnerAssignment
+from runs_fleet_core.ports.queue import Queue
 
 
 @runtime_checkable
@@ -81,3 +83,26 @@ class StateStore(Protocol):
     async def list_pools(self) -> Sequence[PoolConfig]: ...
 
     async def delete_pool(self, name: str) -> None: ...
+
+
+@runtime_checkable
+class JobOutbox(Protocol):
+    """Optional: a StateStore whose backend also holds the queue can record a new job
+    and queue its message in one atomic step (a transactional outbox).
+
+    Intake uses it when :meth:`sends_to` accepts the deployment's queue. The job can then
+    never be recorded without its message (a crash between two writes) nor queued
+    without its record, and a webhook costs one round trip to the backend instead of
+    three (create, send, mark as enqueued).
+    """
+
+    def sends_to(self, queue: Queue) -> bool:
+        """``True`` if :meth:`create_job_and_send` can send to ``queue`` atomically."""
+        ...
+
+    async def create_job_and_send(self, job: Job, message: JobMessage, queue: Queue) -> Job | None:
+        """Create ``job`` as ``put_job(job, expect_version=None)`` does and, in the same
+        atomic step, send ``message`` to ``queue`` as ``Queue.send`` does. Returns the job
+        as stored, or ``None`` when a job with that id exists: then nothing is written and
+        nothing is sent."""
+        ...

@@ -22,7 +22,7 @@ from runs_fleet_core.domain.labels import LabelDefaults, parse_runs_on
 from runs_fleet_core.domain.messages import JobMessage, WorkflowJobEvent
 from runs_fleet_core.domain.spec import RunnerSpec
 from runs_fleet_core.errors import ConflictError, LabelError
-from runs_fleet_core.ports import Clock, Metrics, Queue, StateStore
+from runs_fleet_core.ports import Clock, JobOutbox, Metrics, Queue, StateStore
 
 
 class IntakeOutcome(enum.StrEnum):
@@ -51,6 +51,11 @@ class Intake:
     labels: LabelDefaults
     backends: Collection[str]
     default_backend: str
+    _outbox: JobOutbox | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.state, JobOutbox) and self.state.sends_to(self.queue):
+            self._outbox = self.state
 
     async def take(self, event: WorkflowJobEvent) -> IntakeResult:
         """Record and enqueue the job of a ``queued`` event (idempotent)."""
@@ -63,7 +68,13 @@ class Intake:
             if spec is None:
                 return IntakeResult(outcome=IntakeOutcome.IGNORED, job_id=event.job_id)
             reason = self._backend_problem(spec)
-        job = await self._record(event, spec, reason)
+        new = self._new_job(event, spec, reason)
+        if self._outbox is not None and new.status is JobStatus.QUEUED:
+            if await self._record_and_send(self._outbox, new):
+                return IntakeResult(outcome=IntakeOutcome.QUEUED, job_id=new.job_id)
+            job = None
+        else:
+            job = await self._record(new)
         if job is None:  # seen before: send only what was recorded but never sent
             existing = await self.state.get_job(event.job_id)
             if existing is None or existing.enqueued_at or existing.status != JobStatus.QUEUED:
@@ -93,11 +104,7 @@ class Intake:
         reason = job.reason if job is not None else None
         return IntakeResult(outcome=IntakeOutcome.DUPLICATE, job_id=job_id, reason=reason)
 
-    async def _record(
-        self, event: WorkflowJobEvent, spec: RunnerSpec | None, reason: str | None
-    ) -> Job | None:
-        """Create the job record; ``None`` if it exists (a duplicate delivery, or another
-        replica got there first). Creating first spares new jobs, the common case, a read."""
+    def _new_job(self, event: WorkflowJobEvent, spec: RunnerSpec | None, reason: str | None) -> Job:
         now = self.clock.now()
         bound = spec.for_job(event.job_id, event.repository) if spec else None
         job = Job.new(
@@ -112,10 +119,24 @@ class Intake:
             job = attrs.evolve(job, backend=bound.backend or self.default_backend)
         if reason is not None:
             job = job.transition(JobStatus.REJECTED, at=now, reason=reason)
+        return job
+
+    async def _record(self, job: Job) -> Job | None:
+        """Create the job record; ``None`` if it exists (a duplicate delivery, or another
+        replica got there first). Creating first spares new jobs, the common case, a read."""
         try:
             return await self.state.put_job(job, expect_version=None)
         except ConflictError:
             return None
+
+    async def _record_and_send(self, outbox: JobOutbox, job: Job) -> bool:
+        """Record the job and queue its message in one step; ``False`` if it existed."""
+        job = attrs.evolve(job, enqueued_at=job.created_at)
+        message = JobMessage.for_job(job, enqueued_at=job.created_at)
+        if await outbox.create_job_and_send(job, message, self.queue) is None:
+            return False
+        self.metrics.increment("jobs_queued", labels={"backend": job.backend or ""})
+        return True
 
     async def _enqueue(self, job: Job) -> None:
         await enqueue_job(job, queue=self.queue, state=self.state, at=self.clock.now())

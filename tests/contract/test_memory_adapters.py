@@ -30,6 +30,7 @@ from runs_fleet_core.ports import (
 from runs_fleet_core.testing.contracts import (
     Advance,
     ConfigStoreContract,
+    JobOutboxContract,
     PoolProviderContract,
     ProviderContract,
     QueueContract,
@@ -104,6 +105,16 @@ class TestMemoryStateStore(StateStoreContract):
     @pytest.fixture
     def state_store(self) -> MemoryStateStore:
         return MemoryStateStore()
+
+
+class TestMemoryJobOutbox(JobOutboxContract):
+    @pytest.fixture
+    def state_store(self) -> MemoryStateStore:
+        return MemoryStateStore()
+
+    @pytest.fixture
+    def queue(self, clock: ManualClock) -> MemoryQueue:
+        return MemoryQueue(clock=clock)
 
 
 class TestMemoryConfigStore(ConfigStoreContract):

@@ -21,10 +21,16 @@ import redis
 
 from runs_fleet_core.domain.ids import JobId
 from runs_fleet_core.domain.job import ALLOWED_TRANSITIONS, Job, JobStatus
+from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.errors import AdapterError, ConfigError, ConflictError
 from runs_fleet_core.plugins import AdapterContext, PluginManager
 from runs_fleet_core.settings import Settings
-from runs_fleet_core.testing.contracts import Advance, QueueContract, StateStoreContract
+from runs_fleet_core.testing.contracts import (
+    Advance,
+    JobOutboxContract,
+    QueueContract,
+    StateStoreContract,
+)
 from runs_fleet_core.testing.contracts.queue import job_message
 from runs_fleet_core.testing.contracts.state import make_job
 from runs_fleet_core.testing.memory import ManualClock, RecordingMetrics
@@ -183,6 +189,41 @@ class TestValkeyQueue(QueueContract):
         forged = type(delivery)(message=delivery.message, receipt="nonsense", attempt=1)
         with pytest.raises(ValueError):
             await queue.ack(forged)
+
+
+class TestValkeyJobOutbox(JobOutboxContract):
+    @pytest.fixture
+    async def state_store(self, url: str) -> AsyncIterator[ValkeyStateStore]:
+        store = ValkeyStateStore.from_url(url)
+        yield store
+        await store.aclose()
+
+    @pytest.fixture
+    async def queue(self, url: str) -> AsyncIterator[ValkeyQueue]:
+        queue = _queue(url)
+        yield queue
+        await queue.aclose()
+
+    async def test_a_queue_in_another_database_is_not_sent_to(
+        self, state_store: ValkeyStateStore, url: str
+    ) -> None:
+        other = _queue(url.rsplit("/", 1)[0] + "/7")
+        try:
+            assert not state_store.sends_to(other)
+        finally:
+            await other.aclose()
+
+    async def test_the_outbox_message_keeps_the_queue_dedup_rule(
+        self, state_store: ValkeyStateStore, queue: ValkeyQueue, clock: ManualClock
+    ) -> None:
+        """A job sent through the outbox is live in the queue: a plain resend of its
+        message (say, from housekeeping) is dropped as a duplicate."""
+        job = make_job(11, clock.now())
+        message = JobMessage.for_job(job, enqueued_at=clock.now())
+        assert await state_store.create_job_and_send(job, message, queue) is not None
+        await queue.send(message)
+        deliveries = await queue.receive(10, 0.5)
+        assert [d.message.job_id for d in deliveries] == [job.job_id]
 
 
 class TestValkeyStateStore(StateStoreContract):

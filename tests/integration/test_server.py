@@ -204,13 +204,13 @@ async def test_repeated_deliveries_of_one_job_queue_one_message_and_start_one_ru
 ) -> None:
     async with running() as server:
         sent: list[int] = []
-        real_send = server.queue.send
+        real_send = server.queue.send_nowait
 
-        async def counting_send(message: Any) -> None:
+        def counting_send(message: Any) -> None:  # every send, outbox or not, ends here
             sent.append(message.job_id)
-            await real_send(message)
+            real_send(message)
 
-        monkeypatch.setattr(server.queue, "send", counting_send)
+        monkeypatch.setattr(server.queue, "send_nowait", counting_send)
         payload = job_payload("queued.payload.json", 1002)
         answers = [await server.webhook(payload, delivery="delivery-1") for _ in range(3)]
         answers.append(await server.webhook(payload, delivery="delivery-2"))
@@ -335,24 +335,24 @@ async def test_in_progress_and_completed_webhooks_complete_the_job() -> None:
         assert repeat.json()["outcome"] == "unchanged"
 
 
-async def test_a_failing_queue_answers_503_and_leaves_no_job_marked_enqueued(
+async def test_a_failing_backend_answers_503_and_records_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with running() as server:
 
-        async def unavailable(message: Any) -> None:
+        async def unavailable(*args: Any) -> None:
             raise AdapterError("the queue is unreachable")
 
-        real_send = server.queue.send
-        monkeypatch.setattr(server.queue, "send", unavailable)
+        state = server.services.adapters.state
+        real_write = state.create_job_and_send  # type: ignore[attr-defined]
+        monkeypatch.setattr(state, "create_job_and_send", unavailable)
         payload = job_payload("queued.payload.json", 1006)
         response = await server.webhook(payload, delivery="d-1006")
         assert response.status_code == 503
         assert "redeliver" in response.json()["error"]
-        job = (await server.job(1006)).json()
-        assert job["enqueued_at"] is None and job["status"] == "queued"
+        assert (await server.job(1006)).status_code == 404
         assert server.queue.pending_count() == 0
-        monkeypatch.setattr(server.queue, "send", real_send)
+        monkeypatch.setattr(state, "create_job_and_send", real_write)
         redelivered = await server.webhook(payload, delivery="d-1006")
         assert redelivered.status_code == 202 and redelivered.json()["outcome"] == "queued"
         await _until_status(server, 1006, "launching")

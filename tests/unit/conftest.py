@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import attrs
 import pytest
@@ -50,6 +51,16 @@ def event(
     )
 
 
+class SeparateQueue:
+    """The world's queue behind a type the memory state store does not send to."""
+
+    def __init__(self, queue: MemoryQueue) -> None:
+        self._queue = queue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
 @attrs.define
 class World:
     clock: ManualClock
@@ -61,10 +72,12 @@ class World:
     pools: MemoryPoolProvider
     metrics: RecordingMetrics
 
-    def intake(self, backends: tuple[str, ...] = ("memory",)) -> Intake:
+    def intake(self, backends: tuple[str, ...] = ("memory",), *, outbox: bool = True) -> Intake:
+        """Intake on this world; ``outbox=False`` makes the queue look like another
+        backend's, so intake records and sends in separate steps."""
         return Intake(
             state=self.state,
-            queue=self.queue,
+            queue=self.queue if outbox else SeparateQueue(self.queue),
             clock=self.clock,
             metrics=self.metrics,
             labels=LabelDefaults(backends=frozenset({"ec2", "k8s", "local", "memory"})),

@@ -60,6 +60,9 @@ async def test_jobs_without_the_marker_label_are_ignored(world: World) -> None:
 
 
 async def test_a_recorded_but_unsent_job_is_sent_on_redelivery(world: World) -> None:
+    """Without an outbox (queue and state on different backends) a crash between the
+    two writes leaves a job recorded but unsent; its redelivery sends it."""
+
     class Boom(Exception):
         pass
 
@@ -69,9 +72,41 @@ async def test_a_recorded_but_unsent_job_is_sent_on_redelivery(world: World) -> 
     real_send = world.queue.send
     world.queue.send = failing_send  # type: ignore[method-assign]
     with contextlib.suppress(Boom):
-        await world.intake().take(event(5))
+        await world.intake(outbox=False).take(event(5))
     world.queue.send = real_send  # type: ignore[method-assign]
     assert world.queue.pending_count() == 0
-    result = await world.intake().take(event(5))
+    assert (await world.state.get_job(JobId(5))) is not None
+    result = await world.intake(outbox=False).take(event(5))
     assert result.outcome is IntakeOutcome.QUEUED
+    assert world.queue.pending_count() == 1
+
+
+async def test_with_an_outbox_a_job_is_recorded_and_sent_in_one_step(world: World) -> None:
+    sends: list[object] = []
+    world.queue.send = sends.append  # type: ignore[assignment,method-assign]
+    result = await world.intake().take(event(6))
+    assert result.outcome is IntakeOutcome.QUEUED
+    job = await world.state.get_job(JobId(6))
+    assert job is not None and job.version == 1 and job.enqueued_at == job.created_at
+    assert world.queue.pending_count() == 1 and sends == []  # one atomic step, no send()
+    again = await world.intake().take(event(6))
+    assert again.outcome is IntakeOutcome.DUPLICATE and world.queue.pending_count() == 1
+
+
+async def test_with_an_outbox_a_failed_write_leaves_nothing_and_redelivery_queues(
+    world: World,
+) -> None:
+    class Down(Exception):
+        pass
+
+    async def down(*args: object) -> None:
+        raise Down
+
+    real = world.state.create_job_and_send
+    world.state.create_job_and_send = down  # type: ignore[assignment,method-assign]
+    with contextlib.suppress(Down):
+        await world.intake().take(event(7))
+    world.state.create_job_and_send = real  # type: ignore[method-assign]
+    assert await world.state.get_job(JobId(7)) is None and world.queue.pending_count() == 0
+    assert (await world.intake().take(event(7))).outcome is IntakeOutcome.QUEUED
     assert world.queue.pending_count() == 1

@@ -11,11 +11,12 @@ from runs_fleet_core.testing.contracts import _rewrite  # noqa: F401
 from runs_fleet_core.testing.contracts.compute import PoolProviderContract, ProviderContract
 from runs_fleet_core.testing.contracts.configs import ConfigStoreContract
 from runs_fleet_core.testing.contracts.queue import Advance, QueueContract
-from runs_fleet_core.testing.contracts.state import StateStoreContract
+from runs_fleet_core.testing.contracts.state import JobOutboxContract, StateStoreContract
 
 __all__ = [
     "Advance",
     "ConfigStoreContract",
+    "JobOutboxContract",
     "PoolProviderContract",
     "ProviderContract",
     "QueueContract",

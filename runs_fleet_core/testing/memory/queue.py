@@ -74,11 +74,15 @@ class MemoryQueue:
 
     async def send(self, message: JobMessage) -> None:
         """Queue ``message``, unless one with its ``dedup_id`` is queued or in flight."""
-        payload = dumps(self._converter, message)
         await asyncio.sleep(0)
+        self.send_nowait(message)
+
+    def send_nowait(self, message: JobMessage) -> None:
+        """:meth:`send` without yielding to the event loop, for a caller that must not
+        be interrupted between its own write and this one (the memory outbox)."""
         if self._live_dedup[message.dedup_id] > 0:
             return
-        self._enqueue(payload, message.dedup_id, attempts=0)
+        self._enqueue(dumps(self._converter, message), message.dedup_id, attempts=0)
 
     async def receive(self, max_messages: int, wait_s: float) -> Sequence[Delivery]:
         """Up to ``max_messages`` visible messages, oldest first, waiting at most

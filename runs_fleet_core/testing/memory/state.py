@@ -18,9 +18,12 @@ from runs_fleet_core.converters import dumps, loads, make_record_converter
 from runs_fleet_core.domain.ids import JobId, RunnerId
 from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.domain.lease import Lease
+from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.domain.pool import PoolConfig
 from runs_fleet_core.domain.runner import RunnerAssignment
 from runs_fleet_core.errors import ConflictError
+from runs_fleet_core.ports.queue import Queue
+from runs_fleet_core.testing.memory.queue import MemoryQueue
 
 
 class MemoryStateStore:
@@ -41,6 +44,22 @@ class MemoryStateStore:
         self._pools: dict[str, str] = {}
 
     # -- jobs ---------------------------------------------------------------------
+    def sends_to(self, queue: Queue) -> bool:
+        """The memory outbox sends to memory queues of the same process."""
+        return isinstance(queue, MemoryQueue)
+
+    async def create_job_and_send(self, job: Job, message: JobMessage, queue: Queue) -> Job | None:
+        """Create ``job`` and queue ``message`` without yielding in between (atomic under
+        asyncio); ``None``, and nothing sent, when the job exists."""
+        if not isinstance(queue, MemoryQueue):
+            raise TypeError(f"the memory outbox cannot send to {type(queue).__name__}")
+        try:
+            stored = await self.put_job(job, expect_version=None)
+        except ConflictError:
+            return None
+        queue.send_nowait(message)
+        return stored
+
     async def put_job(self, job: Job, *, expect_version: int | None) -> Job:
         """Create (``expect_version=None``) or replace (stored version must equal
         ``expect_version``) ``job``; the stored copy gets the next version.

@@ -98,3 +98,9 @@ def backend_errors(operation: str) -> Iterator[None]:
         raise AdapterError(
             f"Valkey {operation} failed: {type(exc).__name__}: {exc}", retryable=False
         ) from exc
+
+
+def server_address(client: Redis) -> tuple[object, ...]:
+    """The server and database a client talks to, as comparable values."""
+    kwargs = client.connection_pool.connection_kwargs
+    return tuple(kwargs.get(name) for name in ("host", "port", "path", "db"))

@@ -45,7 +45,7 @@ from runs_fleet_core.converters import dumps, loads, make_message_converter
 from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.ports.queue import DeadLetter, Delivery
 from runs_fleet_valkey import queue_scripts
-from runs_fleet_valkey.client import backend_errors, connect
+from runs_fleet_valkey.client import backend_errors, connect, server_address
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -162,13 +162,23 @@ class ValkeyQueue:
     async def send(self, message: JobMessage) -> None:
         """Add ``message`` to the stream, unless one with its ``dedup_id`` is queued or
         in flight (checked and written in one script)."""
-        payload = dumps(self._converter, message)
-        dedup_key = self._dedup_prefix + message.dedup_id
+        keys, args = self.send_arguments(message)
         with backend_errors("send"):
-            await self._send(
-                keys=[self.name, dedup_key],
-                args=[payload, message.dedup_id, self.max_length, self._dedup_ttl_ms],
-            )
+            await self._send(keys=keys, args=args)
+
+    def send_arguments(self, message: JobMessage) -> tuple[list[str], list[str | int]]:
+        """The keys and arguments of ``send`` in
+        :data:`~runs_fleet_valkey.queue_scripts.SEND_FUNCTION`, for a script that sends
+        atomically with another write (the state store's outbox)."""
+        payload = dumps(self._converter, message)
+        keys = [self.name, self._dedup_prefix + message.dedup_id]
+        return keys, [payload, message.dedup_id, self.max_length, self._dedup_ttl_ms]
+
+    @property
+    def server(self) -> tuple[object, ...]:
+        """Where this queue lives (host, port, database, socket path): two adapters on
+        the same server may write together in one script."""
+        return server_address(self._client)
 
     async def receive(self, max_messages: int, wait_s: float) -> Sequence[Delivery]:
         """Due retries, then entries idle past the visibility timeout, then new entries;

@@ -52,13 +52,24 @@ local function live(stream, group, id, counter)
 end
 """
 
-SEND = """
--- KEYS: stream, dedup key. ARGV: payload, dedup id, max length, dedup TTL (ms).
-if not redis.call('SET', KEYS[2], 'live', 'NX', 'PX', ARGV[4]) then return 0 end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*',
-           'payload', ARGV[1], 'dedup', ARGV[2], 'attempts', 0)
-return 1
+SEND_FUNCTION = """
+-- Add a message unless its dedup id is live; 1 when added. Also used by the state
+-- store's outbox script, which records a job and sends its message in one step.
+local function send(stream, dedup_key, payload, dedup, max_length, dedup_ttl_ms)
+  if not redis.call('SET', dedup_key, 'live', 'NX', 'PX', dedup_ttl_ms) then return 0 end
+  redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*',
+             'payload', payload, 'dedup', dedup, 'attempts', 0)
+  return 1
+end
 """
+
+SEND = (
+    SEND_FUNCTION
+    + """
+-- KEYS: stream, dedup key. ARGV: payload, dedup id, max length, dedup TTL (ms).
+return send(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+)
 
 TAKE = (
     _HELPERS

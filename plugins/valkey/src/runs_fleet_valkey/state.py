@@ -26,11 +26,14 @@ from runs_fleet_core.converters import dumps, loads, make_record_converter
 from runs_fleet_core.domain.ids import JobId, RunnerId
 from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.domain.lease import Lease
+from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.domain.pool import PoolConfig
 from runs_fleet_core.domain.runner import RunnerAssignment
 from runs_fleet_core.errors import ConflictError
+from runs_fleet_core.ports.queue import Queue
 from runs_fleet_valkey import state_scripts
-from runs_fleet_valkey.client import backend_errors, connect
+from runs_fleet_valkey.client import backend_errors, connect, server_address
+from runs_fleet_valkey.queue import ValkeyQueue
 
 DEFAULT_PREFIX = "runs-fleet"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -59,6 +62,7 @@ class ValkeyStateStore:
         self.prefix = prefix
         self._converter = make_record_converter()
         self._put_job = client.register_script(state_scripts.PUT_JOB)
+        self._create_and_send = client.register_script(state_scripts.CREATE_JOB_AND_SEND)
         self._assign = client.register_script(state_scripts.ASSIGN_RUNNER)
         self._release = client.register_script(state_scripts.RELEASE_RUNNER)
         self._acquire = client.register_script(state_scripts.ACQUIRE_LEASE)
@@ -96,6 +100,25 @@ class ValkeyStateStore:
         if not written:
             raise ConflictError(_conflict(job.job_id, expect_version, int(current)))
         return loads(self._converter, payload, Job)
+
+    def sends_to(self, queue: Queue) -> bool:
+        """The outbox works with a Valkey queue on the same server and database."""
+        return isinstance(queue, ValkeyQueue) and queue.server == server_address(self._client)
+
+    async def create_job_and_send(self, job: Job, message: JobMessage, queue: Queue) -> Job | None:
+        """Create ``job`` and add ``message`` to ``queue``'s stream in one script: a
+        webhook costs one round trip, and no crash can leave one without the other."""
+        if not isinstance(queue, ValkeyQueue) or not self.sends_to(queue):
+            raise TypeError("the Valkey outbox sends only to a Valkey queue on its own server")
+        stored = attrs.evolve(job, version=1)
+        payload = dumps(self._converter, stored)
+        send_keys, send_args = queue.send_arguments(message)
+        args: list[str | int] = [self.prefix, job.job_id, job.status.value, job.pool or ""]
+        with backend_errors("job write and send"):
+            created = await self._create_and_send(
+                keys=[self._key("job", job.job_id), *send_keys], args=[*args, payload, *send_args]
+            )
+        return stored if created else None
 
     async def get_job(self, job_id: JobId) -> Job | None:
         """The stored job, or ``None``."""

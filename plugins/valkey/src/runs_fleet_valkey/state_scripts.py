@@ -19,12 +19,31 @@ Key layout under the prefix ``p`` (default ``runs-fleet``):
 * ``p:pools`` — hash pool name → config JSON.
 
 The job script derives the old index keys from the stored record, so in a Valkey Cluster
-all keys must share one slot: put a hash tag in the prefix (``{runs-fleet}``).
+all keys must share one slot: put a hash tag in the prefix (``{runs-fleet}``). The
+outbox script (create a job and send its message in one step) also writes the queue's
+stream, so with a cluster the queue name must carry the same hash tag.
 """
 
 from __future__ import annotations
 
-PUT_JOB = """
+from runs_fleet_valkey import queue_scripts
+
+_WRITE_JOB = """
+-- Write a job record and add it to the indexes of its status and pool.
+local function write_job(key, p, id, version, status, pool, data)
+  redis.call('HSET', key, 'version', version, 'status', status, 'data', data)
+  redis.call('SADD', p .. ':jobs-all', id)
+  redis.call('SADD', p .. ':jobs-by-status:' .. status, id)
+  if pool ~= '' then
+    redis.call('HSET', key, 'pool', pool)
+    redis.call('SADD', p .. ':jobs-by-pool:' .. pool, id)
+  end
+end
+"""
+
+PUT_JOB = (
+    _WRITE_JOB
+    + """
 -- KEYS: job hash. ARGV: prefix, job id, expected version ('' = create), new version,
 --       status, pool ('' = none), data.
 -- Returns {1, new version} when written, else {0, stored version or -1 when missing}.
@@ -40,15 +59,24 @@ else
   if old[2] then redis.call('SREM', p .. ':jobs-by-pool:' .. old[2], id) end
   redis.call('HDEL', key, 'pool')
 end
-redis.call('HSET', key, 'version', ARGV[4], 'status', ARGV[5], 'data', ARGV[7])
-redis.call('SADD', p .. ':jobs-all', id)
-redis.call('SADD', p .. ':jobs-by-status:' .. ARGV[5], id)
-if ARGV[6] ~= '' then
-  redis.call('HSET', key, 'pool', ARGV[6])
-  redis.call('SADD', p .. ':jobs-by-pool:' .. ARGV[6], id)
-end
+write_job(key, p, id, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return {1, tonumber(ARGV[4])}
 """
+)
+
+CREATE_JOB_AND_SEND = (
+    _WRITE_JOB
+    + queue_scripts.SEND_FUNCTION
+    + """
+-- KEYS: job hash, stream, dedup key. ARGV: prefix, job id, status, pool ('' = none),
+--       data, then send's payload, dedup id, max length, dedup TTL (ms).
+-- Returns 1 when the job was created (and its message sent), 0 when it existed.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+write_job(KEYS[1], ARGV[1], ARGV[2], 1, ARGV[3], ARGV[4], ARGV[5])
+send(KEYS[2], KEYS[3], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+return 1
+"""
+)
 
 ASSIGN_RUNNER = """
 -- KEYS: runner hash, runner index. ARGV: runner id, job id, data. 1 when bound.
