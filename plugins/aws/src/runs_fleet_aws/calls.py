@@ -24,6 +24,7 @@ import botocore.config
 import botocore.exceptions
 
 from runs_fleet_core.errors import AdapterError
+from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.ports import Metrics
 
 T = TypeVar("T")
@@ -189,3 +190,24 @@ def aws_error(what: str, exc: botocore.exceptions.ClientError) -> AdapterError:
     message = str(exc.response.get("Error", {}).get("Message", "")).strip()
     text = f"AWS {what} failed: {code}" + (f": {message}" if message else "")
     return AdapterError(text, retryable=code in TRANSIENT_CODES)
+
+
+_SHARED: dict[tuple[int, int], tuple[object, object, AwsCaller]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_caller(context: AdapterContext) -> AwsCaller:
+    """The one :class:`AwsCaller` of a deployment: the AWS adapters built from the same
+    settings and metrics sink share its clients and thread pool. (The metrics sink's
+    own factory sees a different sink, so its calls are not counted into itself.)"""
+    from runs_fleet_aws.plugin import TIMEOUT
+
+    key = (id(context.settings), id(context.metrics))
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is None or entry[0] is not context.settings or entry[1] is not context.metrics:
+            timeout_s = float(context.settings.get(TIMEOUT, DEFAULT_TIMEOUT_S))
+            caller = AwsCaller(metrics=context.metrics, timeout_s=timeout_s)
+            entry = (context.settings, context.metrics, caller)
+            _SHARED[key] = entry
+        return entry[2]
