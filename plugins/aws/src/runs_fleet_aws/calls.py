@@ -17,13 +17,12 @@ import functools
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
-
-import boto3
-import botocore.config
-import botocore.exceptions
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from runs_fleet_core.errors import AdapterError
+
+if TYPE_CHECKING:
+    import botocore.exceptions
 from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.ports import Metrics
 
@@ -61,7 +60,9 @@ MAX_WORKERS = 16
 
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a ``ClientError`` (``""`` for anything else)."""
-    if isinstance(exc, botocore.exceptions.ClientError):
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""
 
@@ -69,6 +70,8 @@ def error_code(exc: BaseException) -> str:
 def client_config(*, timeout_s: float = DEFAULT_TIMEOUT_S, max_attempts: int = 5) -> Any:
     """botocore settings for every runs-fleet client: standard retries with backoff,
     connect and read timeouts below the per-call deadline."""
+    import botocore.config
+
     return botocore.config.Config(
         retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=min(10.0, timeout_s),
@@ -98,6 +101,8 @@ class AwsCaller:
     ) -> None:
         self.metrics = metrics
         self.timeout_s = timeout_s
+        import boto3.session
+
         self._session: Any = session or boto3.session.Session(region_name=region)
         self._endpoint_url = endpoint_url
         self._config = client_config(timeout_s=timeout_s, max_attempts=max_attempts)
@@ -133,6 +138,8 @@ class AwsCaller:
     async def run(self, what: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run a blocking AWS function (a call, a paginator walk) in the pool with the
         deadline and the error mapping of :meth:`call`. ``what`` names it in errors."""
+        import botocore.exceptions
+
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
         try:
