@@ -8,6 +8,7 @@ them all in one go instead of one per restart.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 
@@ -110,6 +111,19 @@ class Services:
     draining: bool = False
     """Set when shutdown begins: ``/ready`` answers 503 from then on."""
     _closed: bool = False
+
+    async def astart(self) -> None:
+        """Start what adapters run in the background: a metrics sink that pushes
+        (CloudWatch) starts pushing, with the backend gauges refreshed before each push."""
+        from runs_fleet_server.gauges import refresh_gauges
+
+        metrics = self.adapters.metrics
+        add_refresher = getattr(metrics, "add_refresher", None)
+        if callable(add_refresher):
+            add_refresher(functools.partial(refresh_gauges, self.adapters))
+        start = getattr(metrics, "start", None)
+        if callable(start):
+            await start()
 
     async def aclose(self) -> None:
         """Close every adapter that has an ``aclose`` (each once; idempotent). A failing

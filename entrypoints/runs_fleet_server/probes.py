@@ -10,25 +10,21 @@ render one, with a few gauges refreshed at scrape time.
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import attrs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from runs_fleet_core.domain.ids import JobId
-from runs_fleet_core.domain.job import FINAL_STATUSES, JobStatus
 from runs_fleet_server.bootstrap import Services
 from runs_fleet_server.common import error
+from runs_fleet_server.gauges import refresh_gauges
 
 _log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 2.0
-ACTIVE_STATUSES = tuple(s for s in JobStatus if s not in FINAL_STATUSES)
 
 
 @attrs.define
@@ -69,26 +65,9 @@ class Probes:
             return error(
                 404, f"the metrics sink {name!r} does not serve /metrics; use 'prometheus'"
             )
-        await self._refresh_gauges()
+        await refresh_gauges(self.services.adapters)
         body, content_type = render()
         return Response(body, headers={"content-type": content_type})
-
-    async def _refresh_gauges(self) -> None:
-        """Jobs by active status, queue depth and dead letters, each skipped if slow."""
-        adapters = self.services.adapters
-        metrics = adapters.metrics
-        for status in ACTIVE_STATUSES:
-            jobs = await _value(functools.partial(adapters.state.list_jobs, status=status))
-            if jobs is not None:
-                metrics.gauge("jobs_by_status", float(len(jobs)), labels={"status": status.value})
-        dead = await _value(adapters.queue.dead_letters)
-        if dead is not None:
-            metrics.gauge("queue_dead_letters", float(len(dead)))
-        pending = getattr(adapters.queue, "pending_count", None)
-        if callable(pending):
-            depth = await _value(pending)
-            if isinstance(depth, int | float):
-                metrics.gauge("queue_depth", float(depth))
 
 
 async def _timed(check: Callable[[], Awaitable[object]]) -> str:
@@ -100,14 +79,3 @@ async def _timed(check: Callable[[], Awaitable[object]]) -> str:
         _log.warning("readiness check failed: %s: %s", type(exc).__name__, exc)
         return "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
     return "ok"
-
-
-async def _value(call: Callable[[], Any]) -> Any:
-    """``call()`` (awaited if it is a coroutine), or ``None`` if it fails or is slow."""
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S):
-            result = call()
-            return await result if inspect.isawaitable(result) else result
-    except Exception as exc:
-        _log.debug("metrics gauge skipped: %s: %s", type(exc).__name__, exc)
-        return None

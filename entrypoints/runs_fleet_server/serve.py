@@ -65,6 +65,7 @@ async def serve(
     stop = stop or asyncio.Event()
     try:
         sock = _listen(host, port)
+        await services.astart()
     except BaseException:
         await services.aclose()
         raise
@@ -104,6 +105,7 @@ async def serve(
 async def work(services: Services, stop: asyncio.Event) -> WorkerReport:
     """Run the dispatch worker alone until ``stop`` is set, then close the adapters."""
     try:
+        await services.astart()
         return await work_only(services, stop)
     finally:
         await services.aclose()

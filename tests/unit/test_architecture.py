@@ -48,8 +48,9 @@ def _plugin_packages() -> dict[str, Path]:
 
 SHARED_LIBRARIES = {"runs_fleet_aws"}
 """Plugin packages that exist to be imported by other plugins (the AWS plugins' base)."""
-DECLARED_DEPENDENCIES = {"runs_fleet_ec2": {"runs_fleet_sqs"}}
-"""Plugins that build on another one they depend on (EC2 mode's queues are SQS)."""
+DECLARED_DEPENDENCIES = {"runs_fleet_ec2": {"runs_fleet_sqs", "runs_fleet_prometheus"}}
+"""Plugins that build on others they depend on (EC2 mode queues on SQS and serves
+Prometheus metrics besides CloudWatch)."""
 
 
 def test_plugins_never_import_each_other_or_an_entry_point() -> None:

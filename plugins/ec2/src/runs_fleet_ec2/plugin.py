@@ -13,7 +13,7 @@ from runs_fleet_core.plugins import (
     SettingsRegistry,
     hookimpl,
 )
-from runs_fleet_core.ports import ConfigStore, StateStore
+from runs_fleet_core.ports import ConfigStore, Metrics, StateStore
 from runs_fleet_core.settings import Setting
 
 
@@ -31,18 +31,34 @@ def _configs(context: AdapterContext) -> ConfigStore:
     return ssm.from_context(context, shared_caller(context))
 
 
+def _metrics(context: AdapterContext) -> Metrics:
+    """CloudWatch besides Prometheus: every metric also reaches the Prometheus sink, so
+    ``/metrics`` keeps working. The sink has its own caller: it flushes last, at
+    shutdown, after the other adapters have closed."""
+    from runs_fleet_aws.calls import AwsCaller
+    from runs_fleet_aws.plugin import TIMEOUT
+    from runs_fleet_ec2 import cloudwatch
+    from runs_fleet_prometheus.metrics import PrometheusMetrics
+
+    caller = AwsCaller(timeout_s=float(context.settings.get(TIMEOUT, 30.0)))
+    sink = cloudwatch.from_context(context, caller, PrometheusMetrics(), owns_caller=True)
+    caller.metrics = sink
+    return sink
+
+
 @hookimpl
 def runs_fleet_register_adapters(registry: AdapterRegistry) -> None:
-    """Offer the DynamoDB state store and the SSM config store."""
+    """Offer the DynamoDB state store, the SSM config store and the CloudWatch sink."""
     registry.add_state_store("dynamodb", _state)
     registry.add_config_store("ssm", _configs)
+    registry.add_metrics("cloudwatch", _metrics)
 
 
 def settings() -> tuple[Setting, ...]:
     """Every setting the EC2 adapters read (their modules import boto3 only lazily)."""
-    from runs_fleet_ec2 import dynamodb, ssm
+    from runs_fleet_ec2 import cloudwatch, dynamodb, ssm
 
-    return (*dynamodb.SETTINGS, *ssm.SETTINGS)
+    return (*dynamodb.SETTINGS, *ssm.SETTINGS, *cloudwatch.SETTINGS)
 
 
 @hookimpl
