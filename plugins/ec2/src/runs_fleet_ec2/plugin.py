@@ -7,14 +7,25 @@ adapter. All adapters of one deployment share one AWS caller (clients, thread po
 
 from __future__ import annotations
 
+import argparse
+
 from runs_fleet_core.plugins import (
     AdapterContext,
     AdapterRegistry,
+    Command,
+    CommandRegistry,
     SettingsRegistry,
     hookimpl,
 )
-from runs_fleet_core.ports import ConfigStore, Metrics, StateStore
+from runs_fleet_core.ports import ConfigStore, Metrics, Provider, StateStore
 from runs_fleet_core.settings import Setting
+
+
+def _provider(context: AdapterContext) -> Provider:
+    from runs_fleet_aws.calls import shared_caller
+    from runs_fleet_ec2 import provider
+
+    return provider.from_context(context, shared_caller(context))
 
 
 def _state(context: AdapterContext) -> StateStore:
@@ -48,7 +59,9 @@ def _metrics(context: AdapterContext) -> Metrics:
 
 @hookimpl
 def runs_fleet_register_adapters(registry: AdapterRegistry) -> None:
-    """Offer the DynamoDB state store, the SSM config store and the CloudWatch sink."""
+    """Offer the EC2 Fleet provider, the DynamoDB state store, the SSM config store and
+    the CloudWatch sink."""
+    registry.add_provider("ec2", _provider)
     registry.add_state_store("dynamodb", _state)
     registry.add_config_store("ssm", _configs)
     registry.add_metrics("cloudwatch", _metrics)
@@ -56,9 +69,16 @@ def runs_fleet_register_adapters(registry: AdapterRegistry) -> None:
 
 def settings() -> tuple[Setting, ...]:
     """Every setting the EC2 adapters read (their modules import boto3 only lazily)."""
-    from runs_fleet_ec2 import cloudwatch, dynamodb, ssm
+    from runs_fleet_ec2 import breaker, cloudwatch, dynamodb, fleet, provider, ssm
 
-    return (*dynamodb.SETTINGS, *ssm.SETTINGS, *cloudwatch.SETTINGS)
+    return (
+        *fleet.SETTINGS,
+        *provider.SETTINGS,
+        *breaker.SETTINGS,
+        *dynamodb.SETTINGS,
+        *ssm.SETTINGS,
+        *cloudwatch.SETTINGS,
+    )
 
 
 @hookimpl
@@ -66,3 +86,29 @@ def runs_fleet_register_settings(registry: SettingsRegistry) -> None:
     """Declare the EC2 mode settings besides the core's (subnets, security group …)."""
     for setting in settings():
         registry.add(setting)
+
+
+def _configure_ec2(parser: argparse.ArgumentParser) -> None:
+    from runs_fleet_ec2 import render
+
+    render.configure(parser)
+
+
+def _run_ec2(args: argparse.Namespace) -> int:
+    from runs_fleet_ec2 import render
+
+    return render.main(args)
+
+
+@hookimpl
+def runs_fleet_register_commands(registry: CommandRegistry) -> None:
+    """``runs-fleet ec2 render "<runs-on>"``: the CreateFleet request of a label."""
+    registry.add(
+        Command(
+            name="ec2",
+            help="EC2 mode tools: 'render' prints the CreateFleet request of a runs-on "
+            "label, without calling AWS",
+            configure=_configure_ec2,
+            run=_run_ec2,
+        )
+    )
