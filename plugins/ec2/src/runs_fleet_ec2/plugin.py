@@ -100,9 +100,31 @@ def _run_ec2(args: argparse.Namespace) -> int:
     return render.main(args)
 
 
+def _configure_aws(parser: argparse.ArgumentParser) -> None:
+    from runs_fleet_ec2 import resources
+
+    resources.configure(parser)
+
+
+def _run_aws(args: argparse.Namespace) -> int:
+    from runs_fleet_ec2 import resources
+
+    return resources.main(args)
+
+
 @hookimpl
 def runs_fleet_register_commands(registry: CommandRegistry) -> None:
-    """``runs-fleet ec2 render "<runs-on>"``: the CreateFleet request of a label."""
+    """``runs-fleet ec2 render "<runs-on>"``: the CreateFleet request of a label;
+    ``runs-fleet aws create-resources``: the queues and tables EC2 mode uses."""
+    registry.add(
+        Command(
+            name="aws",
+            help="AWS tools: 'create-resources' creates the SQS queues and DynamoDB "
+            "tables of EC2 mode (idempotent)",
+            configure=_configure_aws,
+            run=_run_aws,
+        )
+    )
     registry.add(
         Command(
             name="ec2",
