@@ -127,6 +127,7 @@ class ValkeyQueue:
         self.visibility_timeout_s = visibility_timeout_s
         self.max_length = max_length
         self._dedup_ttl_ms = int(dedup_ttl_s * 1000)
+        self._server = server_address(client)
         self._keys = [name, f"{name}:delayed", f"{name}:dead"]
         self._dedup_prefix = f"{name}:dedup:"
         self._reason = f"exceeded {max_attempts} attempts"
@@ -178,7 +179,7 @@ class ValkeyQueue:
     def server(self) -> tuple[object, ...]:
         """Where this queue lives (host, port, database, socket path): two adapters on
         the same server may write together in one script."""
-        return server_address(self._client)
+        return self._server
 
     async def receive(self, max_messages: int, wait_s: float) -> Sequence[Delivery]:
         """Due retries, then entries idle past the visibility timeout, then new entries;

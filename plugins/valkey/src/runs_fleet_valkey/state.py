@@ -61,6 +61,7 @@ class ValkeyStateStore:
         self._client = client
         self.prefix = prefix
         self._converter = make_record_converter()
+        self._server = server_address(client)
         self._put_job = client.register_script(state_scripts.PUT_JOB)
         self._create_and_send = client.register_script(state_scripts.CREATE_JOB_AND_SEND)
         self._assign = client.register_script(state_scripts.ASSIGN_RUNNER)
@@ -103,7 +104,7 @@ class ValkeyStateStore:
 
     def sends_to(self, queue: Queue) -> bool:
         """The outbox works with a Valkey queue on the same server and database."""
-        return isinstance(queue, ValkeyQueue) and queue.server == server_address(self._client)
+        return isinstance(queue, ValkeyQueue) and queue.server == self._server
 
     async def create_job_and_send(self, job: Job, message: JobMessage, queue: Queue) -> Job | None:
         """Create ``job`` and add ``message`` to ``queue``'s stream in one script: a
