@@ -15,6 +15,9 @@ from collections.abc import Iterator
 import attrs
 import pytest
 
+from runs_fleet_aws.calls import AwsCaller
+from runs_fleet_core.testing.memory import RecordingMetrics
+
 REGION = "us-east-1"
 
 
@@ -71,3 +74,17 @@ def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
     for name, value in moto_server.env().items():
         monkeypatch.setenv(name, value)
     return moto_server
+
+
+@pytest.fixture
+def aws_metrics() -> RecordingMetrics:
+    """Where ``aws_caller`` counts its API calls (``aws_api_calls`` by operation)."""
+    return RecordingMetrics()
+
+
+@pytest.fixture
+def aws_caller(aws: MotoServer, aws_metrics: RecordingMetrics) -> Iterator[AwsCaller]:
+    """An AWS caller on the emptied moto server, counting its calls in ``aws_metrics``."""
+    caller = AwsCaller(metrics=aws_metrics)
+    yield caller
+    caller.close()

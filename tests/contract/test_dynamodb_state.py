@@ -34,16 +34,13 @@ PAGE = 2
 
 
 @pytest.fixture
-def metrics() -> RecordingMetrics:
-    return RecordingMetrics()
+def metrics(aws_metrics: RecordingMetrics) -> RecordingMetrics:
+    return aws_metrics
 
 
 @pytest.fixture
-def caller(aws: MotoServer, metrics: RecordingMetrics) -> Iterator[AwsCaller]:
-    """A caller on the emptied moto server, counting its calls in ``metrics``."""
-    caller = AwsCaller(metrics=metrics)
-    yield caller
-    caller.close()
+def caller(aws_caller: AwsCaller) -> AwsCaller:
+    return aws_caller
 
 
 @pytest.fixture

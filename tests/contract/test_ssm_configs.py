@@ -8,7 +8,6 @@ refused before AWS is called.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,21 +23,18 @@ from runs_fleet_core.testing.contracts.configs import FAKE_JIT_CONFIG, runner_co
 from runs_fleet_core.testing.memory import ManualClock, RecordingMetrics
 from runs_fleet_ec2 import ssm
 from runs_fleet_ec2.ssm import SsmConfigStore
-from tests.moto_server import MotoServer
 
 BAD_IDS = ["", ".hidden", "a/b", "../x", "a b", "i-1\n", "runner:1", "x" * 201]
 
 
 @pytest.fixture
-def metrics() -> RecordingMetrics:
-    return RecordingMetrics()
+def metrics(aws_metrics: RecordingMetrics) -> RecordingMetrics:
+    return aws_metrics
 
 
 @pytest.fixture
-def caller(aws: MotoServer, metrics: RecordingMetrics) -> Iterator[AwsCaller]:
-    caller = AwsCaller(metrics=metrics)
-    yield caller
-    caller.close()
+def caller(aws_caller: AwsCaller) -> AwsCaller:
+    return aws_caller
 
 
 @pytest.fixture
