@@ -104,12 +104,10 @@ def test_config_check_lists_every_problem_and_exits_2() -> None:
 
 
 def test_config_check_names_the_plugins_a_mode_needs() -> None:
+    """k8s mode has no plugin yet; ec2 mode's is named once it is disabled."""
     env = {
-        "RUNS_FLEET_MODE": "ec2",
-        "RUNS_FLEET_QUEUE_URL": "https://sqs/q.fifo",
-        "RUNS_FLEET_PRIVATE_SUBNET_IDS": "subnet-1",
-        "RUNS_FLEET_SECURITY_GROUP_ID": "sg-1",
-        "RUNS_FLEET_INSTANCE_PROFILE_ARN": "arn:aws:iam::1:instance-profile/r",
+        "RUNS_FLEET_MODE": "k8s",
+        "RUNS_FLEET_VALKEY_URL": "redis://valkey:6379/0",
         "RUNS_FLEET_GITHUB_APP_ID": "1",
         "RUNS_FLEET_GITHUB_APP_PRIVATE_KEY": "k",
         "RUNS_FLEET_GITHUB_WEBHOOK_SECRET": "do-not-print-me",
@@ -118,8 +116,22 @@ def test_config_check_names_the_plugins_a_mode_needs() -> None:
     assert result.returncode == 2
     problems = json.loads(result.stdout)["problems"]
     assert any(
-        "needs the provider 'ec2'" in p and "install a plugin that offers it" in p for p in problems
+        "needs the provider 'k8s'" in p and "install a plugin that offers it" in p for p in problems
     )
+    assert "do-not-print-me" not in result.stdout + result.stderr
+
+    ec2 = env | {
+        "RUNS_FLEET_MODE": "ec2",
+        "RUNS_FLEET_QUEUE_URL": "https://sqs/q.fifo",
+        "RUNS_FLEET_PRIVATE_SUBNET_IDS": "subnet-1",
+        "RUNS_FLEET_SECURITY_GROUP_ID": "sg-1",
+        "RUNS_FLEET_INSTANCE_PROFILE_ARN": "arn:aws:iam::1:instance-profile/r",
+        "RUNS_FLEET_DISABLE_PLUGINS": "ec2",
+    }
+    result = _cli("config", "check", "--json", **ec2)
+    assert result.returncode == 2
+    problems = json.loads(result.stdout)["problems"]
+    assert any("needs the provider 'ec2'" in p for p in problems)
     assert "do-not-print-me" not in result.stdout + result.stderr
 
 
