@@ -113,6 +113,11 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     ),
     _s("QUEUE_URL", "URL of the SQS FIFO job queue", required_in=frozenset({"ec2"})),
     _s(
+        "TERMINATION_QUEUE_URL",
+        "URL of the SQS queue runners send their start and finish reports to (EC2 mode); "
+        "when set, runner configs name it instead of the server's report URL",
+    ),
+    _s(
         "PRIVATE_SUBNET_IDS",
         "subnets runners start in",
         kind=Kind.LIST,

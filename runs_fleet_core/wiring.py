@@ -26,6 +26,7 @@ from runs_fleet_core.ports import (
     PoolProvider,
     Provider,
     Queue,
+    RunnerEvents,
     StateStore,
 )
 from runs_fleet_core.settings import Setting, Settings, inspect_settings
@@ -173,6 +174,8 @@ class Adapters:
     metrics: Metrics
     clock: Clock
     wiring: Wiring
+    runner_events: Mapping[str, RunnerEvents] = attrs.field(factory=dict)
+    """The runner event feed of each backend that has one."""
 
 
 def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) -> Adapters:
@@ -186,6 +189,7 @@ def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) 
         )
         context = AdapterContext(settings=settings, clock=clock, metrics=metrics)
         pool_backends = [b for b in wiring.backends if b in registry.pool_providers.names()]
+        event_backends = [b for b in wiring.backends if b in registry.runner_events.names()]
         return Adapters(
             providers={b: registry.providers.get(b)(context) for b in wiring.backends},
             pool_providers={b: registry.pool_providers.get(b)(context) for b in pool_backends},
@@ -196,6 +200,7 @@ def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) 
             metrics=metrics,
             clock=clock,
             wiring=wiring,
+            runner_events={b: registry.runner_events.get(b)(context) for b in event_backends},
         )
     except PluginError as exc:
         raise ConfigError([str(exc)]) from exc

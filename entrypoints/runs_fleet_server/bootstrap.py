@@ -15,7 +15,8 @@ from collections.abc import Mapping
 import attrs
 
 from runs_fleet_core.domain.job import Job
-from runs_fleet_core.domain.tokens import report_token
+from runs_fleet_core.domain.messages import AgentReport
+from runs_fleet_core.domain.tokens import report_token, verify_report_token
 from runs_fleet_core.errors import ConfigError
 from runs_fleet_core.plugins import PluginManager
 from runs_fleet_core.plugins.manager import DISABLE_VAR
@@ -23,6 +24,7 @@ from runs_fleet_core.ports import SystemClock
 from runs_fleet_core.settings import Settings
 from runs_fleet_core.usecases.completion import Completion
 from runs_fleet_core.usecases.dispatch import Dispatcher
+from runs_fleet_core.usecases.events import RunnerEventHandler
 from runs_fleet_core.usecases.intake import Intake
 from runs_fleet_core.wiring import Adapters, build_adapters, inspect_deployment, label_defaults
 from runs_fleet_scheduler.scheduler import replica_name
@@ -69,6 +71,8 @@ class AgentEndpoint:
     secret: str = attrs.field(repr=False)
     public_url: str | None
     fallback_url: str
+    report_queue_url: str | None = None
+    """Where runners report through a queue instead of over HTTP (EC2 mode)."""
 
     def bind(self, host: str, port: int) -> None:
         """Record the address the server really listens on."""
@@ -81,10 +85,19 @@ class AgentEndpoint:
 
     def runner_settings(self, job: Job, runner_name: str) -> Mapping[str, str]:
         """The agent settings stored in the (secret) runner config of ``runner_name``."""
-        return {
+        settings = {
             "report_url": self.reports_url,
             "report_token": report_token(self.secret, job.job_id, runner_name),
         }
+        if self.report_queue_url:
+            settings["report_queue_url"] = self.report_queue_url
+        return settings
+
+    def verify(self, report: AgentReport, token: str) -> bool:
+        """Whether ``token`` is the report token of ``report``'s job and runner."""
+        return token.isascii() and verify_report_token(
+            self.secret, report.job_id, report.runner_name, token
+        )
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -97,6 +110,7 @@ class Services:
     intake: Intake
     dispatcher: Dispatcher
     completion: Completion
+    runner_events: RunnerEventHandler
     agent: AgentEndpoint
     webhook_secret: str = attrs.field(repr=False)
     admin_token: str | None = attrs.field(repr=False)
@@ -170,18 +184,27 @@ def build_services(env: Mapping[str, str]) -> Services:
         secret=secret,
         public_url=settings.get("RUNS_FLEET_PUBLIC_URL"),
         fallback_url=base_url(*listen),
+        report_queue_url=settings.get("RUNS_FLEET_TERMINATION_QUEUE_URL") or None,
+    )
+    completion = Completion(
+        state=adapters.state,
+        configs=adapters.configs,
+        queue=adapters.queue,
+        clock=adapters.clock,
+        metrics=adapters.metrics,
     )
     return Services(
         settings=settings,
         adapters=adapters,
         intake=_intake(settings, adapters),
         dispatcher=_dispatcher(settings, adapters, agent),
-        completion=Completion(
+        completion=completion,
+        runner_events=RunnerEventHandler(
             state=adapters.state,
-            configs=adapters.configs,
-            queue=adapters.queue,
+            completion=completion,
             clock=adapters.clock,
             metrics=adapters.metrics,
+            verify_token=agent.verify,
         ),
         agent=agent,
         webhook_secret=secret,
@@ -210,10 +233,15 @@ def server_problems(settings: Settings, found: list[str]) -> list[str]:
     public_url = settings.get("RUNS_FLEET_PUBLIC_URL")
     if public_url and not public_url.startswith(("http://", "https://")):
         problems.append(f"RUNS_FLEET_PUBLIC_URL must start with http:// or https:// ({public_url})")
-    elif not public_url and settings.mode in {"ec2", "k8s"}:
+    elif (
+        not public_url
+        and settings.mode in {"ec2", "k8s"}
+        and not settings.get("RUNS_FLEET_TERMINATION_QUEUE_URL")
+    ):
         problems.append(
             f"RUNS_FLEET_PUBLIC_URL is required when RUNS_FLEET_MODE={settings.mode}: "
-            "runners on other machines send their reports to it"
+            "runners on other machines send their reports to it (in EC2 mode, "
+            "RUNS_FLEET_TERMINATION_QUEUE_URL may take its place)"
         )
     return problems
 

@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from runs_fleet_core.errors import ConfigError
+from runs_fleet_core.usecases.events import run_runner_events
 from runs_fleet_core.usecases.worker import WorkerReport, run_worker
 from runs_fleet_scheduler.scheduler import build_leadership, run_scheduler
 from runs_fleet_server.app import create_app
@@ -112,15 +113,37 @@ async def work(services: Services, stop: asyncio.Event) -> WorkerReport:
 
 
 async def work_only(services: Services, stop: asyncio.Event) -> WorkerReport:
-    """The dispatch worker of ``services`` (adapters left open)."""
-    return await run_worker(
-        queue=services.adapters.queue,
-        dispatcher=services.dispatcher,
-        stop=stop,
-        metrics=services.adapters.metrics,
-        concurrency=services.worker_concurrency,
-        wait_s=services.worker_wait_s,
+    """The dispatch worker of ``services``, and beside it the readers of the backends'
+    runner event feeds, if any (adapters left open)."""
+    feeds = services.adapters.runner_events
+    events = (
+        asyncio.create_task(
+            run_runner_events(
+                feeds=feeds,
+                handler=services.runner_events,
+                stop=stop,
+                wait_s=services.worker_wait_s,
+            ),
+            name="runner-events",
+        )
+        if feeds
+        else None
     )
+    try:
+        return await run_worker(
+            queue=services.adapters.queue,
+            dispatcher=services.dispatcher,
+            stop=stop,
+            metrics=services.adapters.metrics,
+            concurrency=services.worker_concurrency,
+            wait_s=services.worker_wait_s,
+        )
+    finally:
+        if events is not None:
+            if not stop.is_set():  # the worker failed: do not leave the readers behind
+                events.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await events
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -22,6 +22,7 @@ from runs_fleet_core.ports import (
     PoolProvider,
     Provider,
     Queue,
+    RunnerEvents,
     StateStore,
 )
 from runs_fleet_core.settings import Setting, Settings
@@ -100,6 +101,7 @@ class AdapterRegistry:
         "config_store",
         "metrics",
         "github",
+        "runner_events",
     )
 
     def __init__(self) -> None:
@@ -111,6 +113,7 @@ class AdapterRegistry:
         self.config_stores: NamedOffers[Factory[ConfigStore]] = NamedOffers("config store")
         self.metrics: NamedOffers[Factory[Metrics]] = NamedOffers("metrics sink")
         self.github_clients: NamedOffers[Factory[GitHub]] = NamedOffers("GitHub client")
+        self.runner_events: NamedOffers[Factory[RunnerEvents]] = NamedOffers("runner event feed")
 
     def add_provider(self, name: str, factory: Factory[Provider]) -> None:
         """Offer a compute backend; ``name`` is what ``backend=<name>`` selects."""
@@ -135,6 +138,11 @@ class AdapterRegistry:
     def add_github(self, name: str, factory: Factory[GitHub]) -> None:
         self.github_clients.add(name, factory, self.plugin)
 
+    def add_runner_events(self, name: str, factory: Factory[RunnerEvents]) -> None:
+        """Offer the runner event feed of the backend of the same name (spot
+        interruptions, vanished runners, agent reports sent through the backend)."""
+        self.runner_events.add(name, factory, self.plugin)
+
     def provided_by(self, plugin: str) -> list[str]:
         """``kind:name`` of everything ``plugin`` offered (for ``runs-fleet plugins``)."""
         found = []
@@ -146,6 +154,7 @@ class AdapterRegistry:
             self.config_stores,
             self.metrics,
             self.github_clients,
+            self.runner_events,
         ):
             found += [f"{table.kind}:{o.name}" for o in table.offers() if o.plugin == plugin]
         return found

@@ -7,6 +7,7 @@ it must pass.
 
 from runs_fleet_core.ports.compute import PoolProvider, Provider
 from runs_fleet_core.ports.configs import ConfigStore
+from runs_fleet_core.ports.events import RunnerEvent, RunnerEventKind, RunnerEvents
 from runs_fleet_core.ports.github import GitHub, GitHubRunner, JitConfig, JobStatusReport
 from runs_fleet_core.ports.observe import Clock, Metrics, SystemClock
 from runs_fleet_core.ports.queue import DeadLetter, Delivery, Queue
@@ -26,6 +27,9 @@ __all__ = [
     "PoolProvider",
     "Provider",
     "Queue",
+    "RunnerEvent",
+    "RunnerEventKind",
+    "RunnerEvents",
     "StateStore",
     "SystemClock",
 ]

@@ -7,6 +7,7 @@ passes against them tests the use case, not a stub.
 
 from runs_fleet_core.testing.memory.compute import MemoryPoolProvider, MemoryProvider
 from runs_fleet_core.testing.memory.configs import MemoryConfigStore
+from runs_fleet_core.testing.memory.events import MemoryRunnerEvents
 from runs_fleet_core.testing.memory.github import FakeGitHub
 from runs_fleet_core.testing.memory.observe import ManualClock, RecordingMetrics
 from runs_fleet_core.testing.memory.queue import MemoryQueue
@@ -19,6 +20,7 @@ __all__ = [
     "MemoryPoolProvider",
     "MemoryProvider",
     "MemoryQueue",
+    "MemoryRunnerEvents",
     "MemoryStateStore",
     "RecordingMetrics",
 ]
