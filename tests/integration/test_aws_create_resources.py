@@ -33,6 +33,10 @@ def test_it_creates_the_queues_and_tables_ec2_mode_names_and_again_changes_nothi
     assert created["RUNS_FLEET_JOBS_TABLE"] == "ci-jobs"
     assert created["RUNS_FLEET_QUEUE_URL"].endswith("/runs-fleet-jobs.fifo")
     assert created["RUNS_FLEET_QUEUE_DLQ_URL"].endswith("/runs-fleet-jobs-dlq.fifo")
+    assert created["RUNS_FLEET_EVENTS_QUEUE_URL"].endswith("/runs-fleet-events")
+    assert created["RUNS_FLEET_TERMINATION_QUEUE_URL"].endswith("/runs-fleet-termination")
+    targets = boto3.client("events").list_targets_by_rule(Rule="runs-fleet-ec2-events")
+    assert [t["Arn"].rsplit(":", 1)[1] for t in targets["Targets"]] == ["runs-fleet-events"]
 
     dynamodb = boto3.client("dynamodb")
     tables = set(dynamodb.list_tables()["TableNames"])

@@ -40,7 +40,6 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import attrs
-import botocore.exceptions
 
 from runs_fleet_aws.calls import AwsCaller, error_code
 from runs_fleet_core.errors import ConfigError
@@ -438,6 +437,8 @@ class CloudWatchMetrics:
         return data
 
     async def _send_pending(self) -> bool:
+        from botocore.exceptions import ParamValidationError  # loaded with the client
+
         while self._pending:
             batch = self._pending[: batch_length(self._pending)]
             try:
@@ -447,9 +448,7 @@ class CloudWatchMetrics:
             except Exception as exc:
                 cause = exc.__cause__ or exc
                 code = error_code(cause)
-                if code in REJECTED_CODES or isinstance(
-                    cause, botocore.exceptions.ParamValidationError
-                ):
+                if code in REJECTED_CODES or isinstance(cause, ParamValidationError):
                     del self._pending[: len(batch)]
                     self._dropped(len(batch), "rejected", exc)
                     continue

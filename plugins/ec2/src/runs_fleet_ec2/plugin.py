@@ -17,7 +17,7 @@ from runs_fleet_core.plugins import (
     SettingsRegistry,
     hookimpl,
 )
-from runs_fleet_core.ports import ConfigStore, Metrics, Provider, StateStore
+from runs_fleet_core.ports import ConfigStore, Metrics, Provider, RunnerEvents, StateStore
 from runs_fleet_core.settings import Setting
 
 
@@ -26,6 +26,13 @@ def _provider(context: AdapterContext) -> Provider:
     from runs_fleet_ec2 import provider
 
     return provider.from_context(context, shared_caller(context))
+
+
+def _runner_events(context: AdapterContext) -> RunnerEvents:
+    from runs_fleet_aws.calls import shared_caller
+    from runs_fleet_ec2 import events
+
+    return events.from_context(context, shared_caller(context))
 
 
 def _state(context: AdapterContext) -> StateStore:
@@ -62,6 +69,7 @@ def runs_fleet_register_adapters(registry: AdapterRegistry) -> None:
     """Offer the EC2 Fleet provider, the DynamoDB state store, the SSM config store and
     the CloudWatch sink."""
     registry.add_provider("ec2", _provider)
+    registry.add_runner_events("ec2", _runner_events)
     registry.add_state_store("dynamodb", _state)
     registry.add_config_store("ssm", _configs)
     registry.add_metrics("cloudwatch", _metrics)
@@ -69,10 +77,11 @@ def runs_fleet_register_adapters(registry: AdapterRegistry) -> None:
 
 def settings() -> tuple[Setting, ...]:
     """Every setting the EC2 adapters read (their modules import boto3 only lazily)."""
-    from runs_fleet_ec2 import breaker, cloudwatch, dynamodb, fleet, provider, ssm
+    from runs_fleet_ec2 import breaker, cloudwatch, dynamodb, events, fleet, provider, ssm
 
     return (
         *fleet.SETTINGS,
+        *events.SETTINGS,
         *provider.SETTINGS,
         *breaker.SETTINGS,
         *dynamodb.SETTINGS,

@@ -3,7 +3,9 @@
 For development, tests and users without Terraform: it creates, idempotently, the job
 queue with its dead-letter queue (redrive after ``RUNS_FLEET_MAX_ATTEMPTS`` receives),
 the jobs, pools and locks tables and the spot circuit breaker table (with their indexes
-and TTL), and prints the settings that point runs-fleet at them. Running it again changes
+and TTL), the events queue with the EventBridge rule that feeds it EC2 spot warnings and
+state changes, and the termination queue runners report to; and it prints the settings
+that point runs-fleet at them. Running it again changes
 nothing; a table that exists with another shape is an error naming the setting to change.
 SSM needs nothing created: parameters appear under ``RUNS_FLEET_SSM_PREFIX`` as runners
 get configs. The Terraform module must create the same shapes.
@@ -26,6 +28,7 @@ from runs_fleet_core.plugins.manager import DISABLE_VAR
 from runs_fleet_core.settings import Settings, inspect_settings
 from runs_fleet_core.wiring import setting_definitions
 from runs_fleet_ec2 import breaker
+from runs_fleet_ec2.events import EVENTS_QUEUE, SPOT_WARNING, STATE_CHANGE, TERMINATION_QUEUE
 from runs_fleet_ec2.tables import JOBS, LOCKS, POOLS, TableSpec, ensure_table
 from runs_fleet_sqs.resources import ensure_queue
 
@@ -39,6 +42,11 @@ CIRCUIT = TableSpec(
 )
 TABLES = (JOBS, POOLS, LOCKS, CIRCUIT)
 DEFAULT_QUEUE_NAME = "runs-fleet-jobs"
+EVENTS_QUEUE_NAME = "runs-fleet-events"
+TERMINATION_QUEUE_NAME = "runs-fleet-termination"
+EVENT_RULE_NAME = "runs-fleet-ec2-events"
+EVENT_RECEIVES = 5
+"""Receives of an events or termination message before SQS sets it aside."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -115,4 +123,54 @@ async def create_resources(
     )
     result["RUNS_FLEET_QUEUE_URL"] = urls.url
     result["RUNS_FLEET_QUEUE_DLQ_URL"] = urls.dlq_url
+    events = await ensure_queue(caller, EVENTS_QUEUE_NAME, fifo=False, max_receives=EVENT_RECEIVES)
+    await ensure_event_rule(caller, EVENT_RULE_NAME, events.url)
+    result[EVENTS_QUEUE] = events.url
+    reports = await ensure_queue(
+        caller, TERMINATION_QUEUE_NAME, fifo=False, max_receives=EVENT_RECEIVES
+    )
+    result[TERMINATION_QUEUE] = reports.url
     return result
+
+
+async def ensure_event_rule(caller: AwsCaller, name: str, queue_url: str) -> str:
+    """The EventBridge rule ``name`` sending EC2 spot interruption warnings and instance
+    state changes to the queue, with the queue policy that lets EventBridge send (only
+    for this rule). Put calls are upserts, so running it again changes nothing."""
+    attributes = await caller.call(
+        "sqs", "get_queue_attributes", QueueUrl=queue_url, AttributeNames=["QueueArn"]
+    )
+    queue_arn = attributes["Attributes"]["QueueArn"]
+    pattern = {"source": ["aws.ec2"], "detail-type": [SPOT_WARNING, STATE_CHANGE]}
+    rule = await caller.call(
+        "events",
+        "put_rule",
+        Name=name,
+        EventPattern=json.dumps(pattern),
+        State="ENABLED",
+        Description="runs-fleet: EC2 spot interruption warnings and instance state changes",
+    )
+    rule_arn = str(rule["RuleArn"])
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "runs-fleet-ec2-events",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+            }
+        ],
+    }
+    await caller.call(
+        "sqs",
+        "set_queue_attributes",
+        QueueUrl=queue_url,
+        Attributes={"Policy": json.dumps(policy)},
+    )
+    await caller.call(
+        "events", "put_targets", Rule=name, Targets=[{"Id": "runs-fleet-events", "Arn": queue_arn}]
+    )
+    return rule_arn
