@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import random
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -36,6 +37,8 @@ from runs_fleet_core.ports import (
     Queue,
     StateStore,
 )
+
+_log = logging.getLogger(__name__)
 
 
 class DispatchOutcome(enum.StrEnum):
@@ -171,16 +174,14 @@ class Dispatcher:
         if runner_id is None:
             runner_id = await self._assign_idle(pools, job)
         if runner_id is None:
-            self.metrics.increment("pool_misses", labels={"pool": job.spec.pool})
+            self.metrics.increment("pool_misses", labels={"pool": job.spec.pool, "reason": "busy"})
             return None
         name = runner_name_for(job.job_id, job.attempt)
         await self._store_config(job, job.spec, runner_id, name)
         try:
             await pools.start_runners([runner_id])
-        except NotFoundError:  # the warm runner vanished since it was listed
-            await self.configs.delete(runner_id)
-            await self.state.release_runner(runner_id, job.job_id)
-            self.metrics.increment("pool_misses", labels={"pool": job.spec.pool})
+        except (NotFoundError, AdapterError) as exc:
+            await self._give_back(pools, job, runner_id, exc)
             return None
         launching = (
             job.transition(
@@ -196,6 +197,25 @@ class Dispatcher:
         await self._save(launching, job)
         self.metrics.increment("pool_hits", labels={"pool": job.spec.pool})
         return DispatchOutcome.WARM
+
+    async def _give_back(
+        self, pools: PoolProvider, job: Job, runner_id: RunnerId, exc: Exception
+    ) -> None:
+        """A warm runner would not start (it vanished since it was listed, or the
+        backend refused to start it, e.g. no capacity for a stopped instance's type):
+        remove its config, release the claim and stop it again, so the pool keeps it
+        and the job falls back to a cold start."""
+        assert job.spec is not None and job.spec.pool is not None
+        _log.warning(
+            "job %s: warm runner %s did not start (%s); cold start", job.job_id, runner_id, exc
+        )
+        await self.configs.delete(runner_id)
+        await self.state.release_runner(runner_id, job.job_id)
+        if not isinstance(exc, NotFoundError):
+            with contextlib.suppress(NotFoundError, AdapterError):
+                await pools.stop_runners([runner_id])
+        reason = "gone" if isinstance(exc, NotFoundError) else "start_failed"
+        self.metrics.increment("pool_misses", labels={"pool": job.spec.pool, "reason": reason})
 
     async def _find_assignment(self, job_id: JobId) -> RunnerId | None:
         """The runner already bound to ``job_id`` (after a crash mid-dispatch)."""

@@ -13,7 +13,7 @@ from runs_fleet_core.domain.ids import JobId, RunnerId, runner_name_for
 from runs_fleet_core.domain.job import JobStatus
 from runs_fleet_core.domain.pool import PoolConfig
 from runs_fleet_core.domain.runner import RunnerPhase
-from runs_fleet_core.errors import ProviderError
+from runs_fleet_core.errors import AdapterError, ProviderError
 from runs_fleet_core.usecases.dispatch import Dispatcher, DispatchOutcome, backoff_delay
 
 from .conftest import World, event, new_world
@@ -300,3 +300,24 @@ async def test_a_crash_between_any_two_dispatch_steps_still_gives_exactly_one_ru
         registered = await world.github.list_runners("octo-org/widgets")
         assert [r.name for r in registered] == [runner_name_for(JOB, 1)], where
         assert world.queue.pending_count() == 0 and await world.queue.dead_letters() == [], where
+
+
+async def test_a_warm_runner_that_will_not_start_is_stopped_released_and_cold_started(
+    world: World,
+) -> None:
+    """Starting a stopped instance can fail for want of capacity: the job must not wait
+    for that runner, and the pool keeps it, stopped, for later."""
+    runner_id = await _warm_pool(world, stopped=True)
+
+    async def no_capacity(runner_ids: Any) -> None:
+        raise AdapterError("AWS ec2.start_instances failed: InsufficientInstanceCapacity")
+
+    world.pools.start_runners = no_capacity  # type: ignore[method-assign]
+    await _queued(world, "runs-fleet=42/pool=default")
+    assert await world.dispatch_all() == ["launched"]
+    assert await world.state.get_assignment(runner_id) is None
+    assert await world.configs.get(runner_id) is None
+    [runner] = await world.pools.list_pool_runners("default")
+    assert (runner.runner_id, runner.phase) == (runner_id, RunnerPhase.STOPPED)
+    assert world.metrics.count("pool_misses", pool="default", reason="start_failed") == 1
+    assert len(world.provider.created) == 1
