@@ -4,6 +4,10 @@ Exit codes: the runner's own; 124 when the maximum runtime stopped it; 128 + the
 (143 for SIGTERM) when told to stop; 127 when the runner could not be started; 75 when
 no config arrived in time; 78 when the config is missing or unreadable. Nothing here
 logs the JIT config or the report token.
+
+:func:`run_job` (report, run once, report) and the pieces around it are public so that
+an agent that finds its config and sends its reports elsewhere (EC2 mode: Parameter
+Store and SQS) runs the runner exactly as this one does.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from runs_fleet_agent.configfile import ConfigFileError, read_and_delete, wait_for_file
 from runs_fleet_agent.report import Reporter
@@ -33,6 +38,16 @@ DEFAULT_MAX_RUNTIME_S = 6 * 3600.0
 EXIT_NO_CONFIG_YET = 75
 EXIT_BAD_CONFIG = 78
 _log = logging.getLogger("runs_fleet_agent")
+
+
+class ReportSender(Protocol):
+    """Where the reports of one runner go (:class:`Reporter` posts them over HTTP)."""
+
+    def send(
+        self, event: AgentEvent, *, exit_code: int | None = None, detail: str | None = None
+    ) -> bool:
+        """Deliver one report; ``False`` (after logging why) when it could not be."""
+        ...
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,13 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the agent once; returns the process exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
-    _configure_logging()
+    configure_logging()
     stop = StopRequest()
-    with _handling_stop_signals(stop):
+    with handling_stop_signals(stop):
         config = _obtain_config(args, stop)
         if isinstance(config, int):
             return config
-        return _run_job(args, config, stop)
+        reporter = http_reporter(
+            config,
+            attempts=args.report_attempts,
+            backoff_s=args.report_backoff,
+            timeout_s=args.report_timeout,
+        )
+        return run_job(
+            config,
+            runner_dir=args.runner_dir,
+            max_runtime_s=args.max_runtime,
+            grace_s=args.grace,
+            stop=stop,
+            reporter=reporter,
+        )
 
 
 def _obtain_config(args: argparse.Namespace, stop: StopRequest) -> RunnerConfig | int:
@@ -98,13 +126,24 @@ def _obtain_config(args: argparse.Namespace, stop: StopRequest) -> RunnerConfig 
         return EXIT_BAD_CONFIG
 
 
-def _run_job(args: argparse.Namespace, config: RunnerConfig, stop: StopRequest) -> int:
-    """Report, run, report: the exit code of the run."""
+def run_job(
+    config: RunnerConfig,
+    *,
+    runner_dir: Path | str | None,
+    max_runtime_s: float | None,
+    grace_s: float,
+    stop: StopRequest,
+    reporter: ReportSender | None,
+) -> int:
+    """Report STARTED, run ``<runner_dir>/run.sh --jitconfig …`` once, report how it
+    ended: the exit code of the run (see the module docstring). ``max_runtime_s``
+    ``None``: the config's ``max_runtime_s``, else 6 h. ``stop`` must already be the
+    handler of SIGTERM/SIGINT (:func:`handling_stop_signals`) so that a stop reaches
+    the runner; ``reporter`` ``None``: nothing is reported."""
     _log.info("runner %s takes job %s of %s", config.runner_name, config.job_id, config.repository)
-    reporter = _reporter(args, config)
     if reporter is not None:
         reporter.send(AgentEvent.STARTED)
-    outcome = _run_runner(args, config, stop)
+    outcome = _run_runner(config, runner_dir, max_runtime(max_runtime_s, config), grace_s, stop)
     _log.info(
         "job %s ended: %s (exit code %d)", config.job_id, outcome.event.value, outcome.exit_code
     )
@@ -113,22 +152,29 @@ def _run_job(args: argparse.Namespace, config: RunnerConfig, stop: StopRequest) 
     return outcome.exit_code
 
 
-def _run_runner(args: argparse.Namespace, config: RunnerConfig, stop: StopRequest) -> Outcome:
+def _run_runner(
+    config: RunnerConfig,
+    runner_dir: Path | str | None,
+    max_runtime_s: float,
+    grace_s: float,
+    stop: StopRequest,
+) -> Outcome:
     if stop.signum is not None:
         name = signal.Signals(stop.signum).name
         return Outcome(signal_exit_code(stop.signum), AgentEvent.INTERRUPTED, f"stopped by {name}")
-    if args.runner_dir is None:
+    if runner_dir is None:
         detail = "no runner directory: set RUNS_FLEET_RUNNER_DIR or pass --runner-dir"
         return Outcome(EXIT_CANNOT_RUN, AgentEvent.FAILED, detail)
-    command = [str(Path(args.runner_dir) / "run.sh"), "--jitconfig", config.jit_config]
-    max_runtime_s = _max_runtime(args, config)
-    _log.info("running %s/run.sh (at most %gs)", args.runner_dir, max_runtime_s)
-    return run_once(command, max_runtime_s=max_runtime_s, grace_s=args.grace, stop=stop)
+    command = [str(Path(runner_dir) / "run.sh"), "--jitconfig", config.jit_config]
+    _log.info("running %s/run.sh (at most %gs)", runner_dir, max_runtime_s)
+    return run_once(command, max_runtime_s=max_runtime_s, grace_s=grace_s, stop=stop)
 
 
-def _max_runtime(args: argparse.Namespace, config: RunnerConfig) -> float:
-    if args.max_runtime is not None:
-        return float(args.max_runtime)
+def max_runtime(option: float | None, config: RunnerConfig) -> float:
+    """The runtime ceiling: ``option`` when given, else the config's ``max_runtime_s``
+    when it is a positive number, else :data:`DEFAULT_MAX_RUNTIME_S`."""
+    if option is not None:
+        return float(option)
     configured = config.settings.get("max_runtime_s")
     if configured:
         try:
@@ -141,7 +187,11 @@ def _max_runtime(args: argparse.Namespace, config: RunnerConfig) -> float:
     return DEFAULT_MAX_RUNTIME_S
 
 
-def _reporter(args: argparse.Namespace, config: RunnerConfig) -> Reporter | None:
+def http_reporter(
+    config: RunnerConfig, *, attempts: int = 4, backoff_s: float = 1.0, timeout_s: float = 10.0
+) -> Reporter | None:
+    """A :class:`Reporter` to the config's ``report_url`` with its ``report_token``, or
+    ``None`` (after saying why) when the config names no usable URL."""
     url = config.settings.get("report_url")
     if not url:
         _log.info("the config names no report_url: not reporting")
@@ -152,9 +202,9 @@ def _reporter(args: argparse.Namespace, config: RunnerConfig) -> Reporter | None
             config.settings.get("report_token", ""),
             job_id=config.job_id,
             runner_name=config.runner_name,
-            attempts=args.report_attempts,
-            backoff_s=args.report_backoff,
-            timeout_s=args.report_timeout,
+            attempts=attempts,
+            backoff_s=backoff_s,
+            timeout_s=timeout_s,
         )
     except ValueError as exc:
         _log.error("not reporting: %s", exc)
@@ -162,7 +212,8 @@ def _reporter(args: argparse.Namespace, config: RunnerConfig) -> Reporter | None
 
 
 @contextmanager
-def _handling_stop_signals(stop: StopRequest) -> Iterator[None]:
+def handling_stop_signals(stop: StopRequest) -> Iterator[None]:
+    """Make ``stop`` the handler of SIGTERM and SIGINT for the ``with`` block."""
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
@@ -171,7 +222,8 @@ def _handling_stop_signals(stop: StopRequest) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
+    """Log the ``runs_fleet_agent`` logger (and its children) to stderr, one line each."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(asctime)s runs-fleet-agent %(levelname)s %(message)s")

@@ -548,3 +548,22 @@ def test_loading_the_plugin_does_not_import_boto3() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+async def test_ping_and_pending_count_are_single_cheap_calls(aws: MotoServer) -> None:
+    """``/ready`` pings the queue and ``/metrics`` reads its depth: both must be one
+    quick call, not a long poll."""
+    metrics = RecordingMetrics()
+    caller = AwsCaller(metrics=metrics)
+    try:
+        urls = await ensure_queue(caller, "ping-me", fifo=True)
+        queue = SqsQueue(caller, urls.url, dlq_url=urls.dlq_url)
+        await queue.send(job_message(1))
+        await queue.send(job_message(2))
+        before = metrics.count("aws_api_calls")
+        await queue.ping()
+        assert await queue.pending_count() == 2
+        assert metrics.count("aws_api_calls") - before == 2
+        assert metrics.count("aws_api_calls", operation="ReceiveMessage") == 0
+    finally:
+        caller.close()

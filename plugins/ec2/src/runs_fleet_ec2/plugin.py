@@ -98,14 +98,24 @@ def runs_fleet_register_settings(registry: SettingsRegistry) -> None:
 
 
 def _configure_ec2(parser: argparse.ArgumentParser) -> None:
-    from runs_fleet_ec2 import render
+    from runs_fleet_ec2 import agent, render
 
-    render.configure(parser)
+    render.configure(parser)  # adds the sub-command parsers and "render"
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    agent.add_arguments(
+        sub.add_parser(
+            "agent",
+            help="run this instance's one job: config from SSM, the runner, reports, "
+            "then terminate the instance (runs on the runner instance, at every boot)",
+        )
+    )
 
 
 def _run_ec2(args: argparse.Namespace) -> int:
-    from runs_fleet_ec2 import render
+    from runs_fleet_ec2 import agent, render
 
+    if args.ec2_command == "agent":
+        return agent.main(args)
     return render.main(args)
 
 
@@ -124,6 +134,7 @@ def _run_aws(args: argparse.Namespace) -> int:
 @hookimpl
 def runs_fleet_register_commands(registry: CommandRegistry) -> None:
     """``runs-fleet ec2 render "<runs-on>"``: the CreateFleet request of a label;
+    ``runs-fleet ec2 agent``: the runner side, on the instance;
     ``runs-fleet aws create-resources``: the queues and tables EC2 mode uses."""
     registry.add(
         Command(
@@ -138,7 +149,7 @@ def runs_fleet_register_commands(registry: CommandRegistry) -> None:
         Command(
             name="ec2",
             help="EC2 mode tools: 'render' prints the CreateFleet request of a runs-on "
-            "label, without calling AWS",
+            "label, without calling AWS; 'agent' runs one job on a runner instance",
             configure=_configure_ec2,
             run=_run_ec2,
         )

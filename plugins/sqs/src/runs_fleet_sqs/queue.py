@@ -276,6 +276,24 @@ class SqsQueue:
         letters = [letter for raw in peeked if (letter := await self._dead_letter(raw))]
         return [letter for _, letter in sorted(letters, key=lambda pair: pair[0])]
 
+    async def ping(self) -> None:
+        """One cheap call that fails when the queue is unreachable (for ``/ready``,
+        which must answer within a probe's timeout: listing dead letters long-polls)."""
+        await self._caller.call(
+            "sqs", "get_queue_attributes", QueueUrl=self.url, AttributeNames=["QueueArn"]
+        )
+
+    async def pending_count(self) -> int:
+        """Messages waiting in the queue, as SQS approximates them (the ``queue_depth``
+        gauge)."""
+        reply = await self._caller.call(
+            "sqs",
+            "get_queue_attributes",
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages"],
+        )
+        return int(reply["Attributes"]["ApproximateNumberOfMessages"])
+
     async def dead_letter_url(self) -> str:
         """The dead-letter queue's URL: the configured one, else the one the queue's
         ``RedrivePolicy`` names; ``ConfigError`` when there is neither."""

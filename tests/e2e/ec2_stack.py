@@ -1,0 +1,144 @@
+"""The EC2-mode stack of the end-to-end tests: a moto server standing in for AWS, the
+GitHub simulator, and ``runs-fleet serve`` in ``RUNS_FLEET_MODE=ec2`` as subprocesses.
+
+The AWS side is set up the way an operator would: ``runs-fleet aws create-resources``
+for the queues, tables and EventBridge rule, and a VPC with subnets and the two launch
+templates (Terraform's part). No instance boots in moto, so a test plays the instance:
+it runs the EC2 agent with ``RUNS_FLEET_INSTANCE_ID`` naming the instance runs-fleet
+launched, and the simulated runner in its runner directory.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from runs_fleet_core.domain.spec import Arch
+from runs_fleet_ec2 import fleet
+from tests.e2e.local_stack import LocalStack, _clean_env, processes_in
+from tests.moto_server import MotoServer
+
+IMAGE = "ami-0123456789abcdef0"
+ZONES = ("us-east-1a", "us-east-1b")
+PROFILE = "arn:aws:iam::123456789012:instance-profile/runs-fleet-runner"
+
+
+class Ec2Stack(LocalStack):
+    """One test's moto-backed AWS, GitHub simulator and ``runs-fleet serve`` (ec2)."""
+
+    def __init__(self, workdir: Path, aws: MotoServer, **options: Any) -> None:
+        super().__init__(workdir, **options)
+        self.aws = aws
+        self.resources: dict[str, str] = {}
+        self.subnets: list[str] = []
+        self.security_group = ""
+
+    def start(self, *, worker: bool = True, job_seconds: float = 0.5) -> None:
+        self.create_aws_resources()
+        self.start_simulator(job_seconds=job_seconds)
+        self.start_serve(worker=worker)
+
+    def create_aws_resources(self) -> None:
+        """What Terraform (network, launch templates) and ``runs-fleet aws
+        create-resources`` (queues, tables, the EventBridge rule) create."""
+        ec2 = boto3.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        for n, zone in enumerate(ZONES):
+            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{n}.0/24", AvailabilityZone=zone)
+            self.subnets.append(subnet["Subnet"]["SubnetId"])
+        self.security_group = ec2.create_security_group(
+            GroupName="runs-fleet-runners", Description="runners", VpcId=vpc
+        )["GroupId"]
+        for arch in Arch:
+            ec2.create_launch_template(
+                LaunchTemplateName=fleet.template_name(fleet.DEFAULT_TEMPLATE_NAME, arch),
+                LaunchTemplateData={"ImageId": IMAGE, "SecurityGroupIds": [self.security_group]},
+            )
+        done = subprocess.run(
+            [sys.executable, "-m", "runs_fleet_cli", "aws", "create-resources", "--json"],
+            env=_clean_env() | self.aws.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        self.resources = json.loads(done.stdout)
+
+    def env(self) -> dict[str, str]:
+        return (
+            super().env()
+            | self.aws.env()
+            | self.resources
+            | {
+                "RUNS_FLEET_MODE": "ec2",
+                "RUNS_FLEET_PRIVATE_SUBNET_IDS": ",".join(self.subnets),
+                "RUNS_FLEET_SECURITY_GROUP_ID": self.security_group,
+                "RUNS_FLEET_INSTANCE_PROFILE_ARN": PROFILE,
+                "RUNS_FLEET_SQS_VISIBILITY_TIMEOUT_S": "5",
+            }
+            | self.settings
+        )
+
+    # --- AWS as the test sees it --------------------------------------------------------
+
+    def instances(self, **tags: str) -> list[dict[str, Any]]:
+        """Every instance (any state) carrying ``tags`` (``runs-fleet:job-id`` …)."""
+        filters = [{"Name": f"tag:{key}", "Values": [value]} for key, value in tags.items()]
+        reply = boto3.client("ec2").describe_instances(Filters=filters)
+        return [i for r in reply["Reservations"] for i in r["Instances"]]
+
+    def parameter(self, name: str) -> dict[str, Any] | None:
+        """The SSM parameter ``name`` (decrypted), or ``None``."""
+        ssm = boto3.client("ssm")
+        try:
+            reply: dict[str, Any] = ssm.get_parameter(Name=name, WithDecryption=True)
+        except ssm.exceptions.ParameterNotFound:
+            return None
+        return reply["Parameter"]
+
+    def run_agent(
+        self,
+        instance_id: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Be the instance: run the EC2 agent with ``RUNS_FLEET_INSTANCE_ID`` and the
+        simulated runner, until it exits."""
+        agent_env = (
+            _clean_env()
+            | self.aws.env()
+            | {
+                "RUNS_FLEET_INSTANCE_ID": instance_id,
+                "RUNS_FLEET_RUNNER_DIR": str(self.workdir / "runner"),
+                "RUNS_FLEET_IMDS_URL": "http://127.0.0.1:9",  # no metadata service here
+            }
+            | dict(env or {})
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "runs_fleet_cli", "ec2", "agent", *args],
+            env=agent_env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def ec2_stack(workdir: Path, aws: MotoServer, **options: Any) -> Iterator[Ec2Stack]:
+    """An :class:`Ec2Stack` that is closed (and checked to leave no process) on exit."""
+    stack = Ec2Stack(workdir, aws, **options)
+    try:
+        yield stack
+    finally:
+        stack.close()
+    left = processes_in(workdir)
+    assert not left, f"processes outlived the test in {workdir}: {left}"

@@ -1,0 +1,61 @@
+"""EC2 mode end to end against a moto server and the GitHub simulator: a signed
+``queued`` webhook becomes one EC2 instance with its job's tags, its runner config in
+SSM; the EC2 agent (playing the instance) runs the simulated runner and reports through
+the termination queue; GitHub's ``completed`` webhook ends the job, its config is
+deleted and the instance is gone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.ec2_stack import Ec2Stack, ec2_stack
+from tests.e2e.local_stack import LABEL, REPOSITORY, runner_name
+from tests.moto_server import MotoServer
+
+SSM_PREFIX = "/runs-fleet/runners"
+
+
+@pytest.fixture
+def stack(tmp_path: Path, aws: MotoServer) -> Iterator[Ec2Stack]:
+    for started in ec2_stack(tmp_path, aws):
+        started.start()
+        yield started
+
+
+def _tags(instance: dict[str, object]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in instance["Tags"]}  # type: ignore[attr-defined,index]
+
+
+def test_a_queued_job_gets_one_tagged_instance_and_its_config_in_ssm(stack: Ec2Stack) -> None:
+    job_id, delivery = stack.queue_job()
+    name = runner_name(job_id)
+    [instance] = stack.wait_for(
+        "the runner's instance",
+        lambda: stack.instances(**{"runs-fleet:job-id": str(job_id)}) or None,
+    )
+    record = stack.wait_for(
+        "the runner id on the job", lambda: (r := stack.job(job_id)) and r["runner_id"] and r
+    )
+    assert record["status"] == "launching" and record["runner_id"] == instance["InstanceId"]
+    tags = _tags(instance)
+    assert tags["runs-fleet:managed"] == "true"
+    assert tags["runs-fleet:runner-name"] == name
+    assert tags["runs-fleet:repo"] == REPOSITORY
+    parameter = stack.parameter(f"{SSM_PREFIX}/{name}")
+    assert parameter is not None and parameter["Type"] == "SecureString"
+    config = json.loads(parameter["Value"])
+    assert config["runner_name"] == name and config["job_id"] == job_id
+    assert config["jit_config"]  # what GitHub issued for this runner
+    assert stack.jit_configs() == [name]
+    assert (
+        config["settings"]["report_queue_url"]
+        == stack.resources["RUNS_FLEET_TERMINATION_QUEUE_URL"]
+    )
+    for how in ("redeliver", "duplicate"):
+        assert stack.resend(delivery, how) == 202
+    assert len(stack.instances(**{"runs-fleet:job-id": str(job_id)})) == 1
+    assert LABEL in config["labels"] or config["labels"] == [LABEL]
