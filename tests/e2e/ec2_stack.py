@@ -19,6 +19,7 @@ from typing import Any
 
 import boto3
 
+from runs_fleet_cli.demo.processes import free_port
 from runs_fleet_core.domain.spec import Arch
 from runs_fleet_ec2 import fleet
 from tests.e2e.local_stack import LocalStack, _clean_env, processes_in
@@ -41,6 +42,10 @@ class Ec2Stack(LocalStack):
 
     def start(self, *, worker: bool = True, job_seconds: float = 0.5) -> None:
         self.create_aws_resources()
+        # a port picked before all those AWS calls may have become some connection's
+        # local port since: pick runs-fleet's port now, right before it is used
+        self.api_port = free_port()
+        self.api = f"http://127.0.0.1:{self.api_port}"
         self.start_simulator(job_seconds=job_seconds)
         self.start_serve(worker=worker)
 

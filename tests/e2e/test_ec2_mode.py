@@ -59,3 +59,28 @@ def test_a_queued_job_gets_one_tagged_instance_and_its_config_in_ssm(stack: Ec2S
         assert stack.resend(delivery, how) == 202
     assert len(stack.instances(**{"runs-fleet:job-id": str(job_id)})) == 1
     assert LABEL in config["labels"] or config["labels"] == [LABEL]
+
+
+def test_the_agent_runs_the_job_reports_through_sqs_and_everything_is_cleaned_up(
+    stack: Ec2Stack,
+) -> None:
+    job_id, _ = stack.queue_job()
+    name = runner_name(job_id)
+    [instance] = stack.wait_for(
+        "the runner's instance",
+        lambda: stack.instances(**{"runs-fleet:job-id": str(job_id)}) or None,
+    )
+    instance_id = instance["InstanceId"]
+    parameter = stack.wait_for("the runner config", lambda: stack.parameter(f"{SSM_PREFIX}/{name}"))
+    jit_config = json.loads(parameter["Value"])["jit_config"]
+    done = stack.run_agent(instance_id)
+    assert done.returncode == 0, done.stderr
+    record = stack.wait_for_status(job_id, "completed")
+    statuses = [entry["status"] for entry in record["timeline"]]
+    assert statuses == ["queued", "claimed", "launching", "running", "completed"]
+    assert stack.github_job(job_id)["runner_name"] == name
+    assert stack.parameter(f"{SSM_PREFIX}/{name}") is None
+    [after] = stack.instances(**{"runs-fleet:job-id": str(job_id)})
+    assert after["State"]["Name"] == "terminated"
+    assert jit_config not in done.stderr + done.stdout  # the agent never logs it
+    assert jit_config not in json.dumps(record)  # nor does the jobs API show it
