@@ -7,9 +7,11 @@ deleted and the instance is gone."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from tests.e2e.ec2_stack import Ec2Stack, ec2_stack
@@ -84,3 +86,38 @@ def test_the_agent_runs_the_job_reports_through_sqs_and_everything_is_cleaned_up
     assert after["State"]["Name"] == "terminated"
     assert jit_config not in done.stderr + done.stdout  # the agent never logs it
     assert jit_config not in json.dumps(record)  # nor does the jobs API show it
+
+
+def test_a_spot_interruption_gives_exactly_one_on_demand_replacement(stack: Ec2Stack) -> None:
+    job_id, _ = stack.queue_job()
+    tag = {"runs-fleet:job-id": str(job_id)}
+    [first] = stack.wait_for("the spot instance", lambda: stack.instances(**tag) or None)
+    warning = {"instance-id": first["InstanceId"], "instance-action": "terminate"}
+    for _ in range(2):  # EventBridge may deliver an event twice
+        boto3.client("events").put_events(
+            Entries=[
+                {
+                    "Source": "aws.ec2",
+                    "DetailType": "EC2 Spot Instance Interruption Warning",
+                    "Detail": json.dumps(warning),
+                }
+            ]
+        )
+    record = stack.wait_for(
+        "the on-demand replacement",
+        lambda: (r := stack.job(job_id)) and r["attempt"] == 2 and r["runner_id"] and r,
+    )
+    assert record["status"] == "launching"
+    assert record["spec"]["spot"] is False
+    instances = stack.instances(**tag)
+    assert len(instances) == 2
+    [second] = [i for i in instances if i["InstanceId"] != first["InstanceId"]]
+    assert record["runner_id"] == second["InstanceId"]
+    assert first.get("InstanceLifecycle") == "spot"
+    assert second.get("InstanceLifecycle") != "spot"
+    assert {t["Key"]: t["Value"] for t in second["Tags"]}["runs-fleet:runner-name"] == (
+        runner_name(job_id, 2)
+    )
+    assert stack.jit_configs() == [runner_name(job_id), runner_name(job_id, 2)]
+    time.sleep(2)  # room for a third instance, if the duplicate warning made one
+    assert len(stack.instances(**tag)) == 2
