@@ -10,6 +10,7 @@ from __future__ import annotations
 import attrs
 
 from runs_fleet_core.settings import Kind, Setting
+from runs_fleet_core.usecases.ephemeral import SETTINGS as EPHEMERAL_POOL_SETTINGS
 
 MODES = ("local", "ec2", "k8s", "memory")
 SERVING_MODES = frozenset({"local", "ec2", "k8s"})
@@ -221,4 +222,5 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         default=0.0,
         minimum=0,
     ),
+    *EPHEMERAL_POOL_SETTINGS,
 )

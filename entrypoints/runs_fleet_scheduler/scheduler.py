@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from runs_fleet_core.usecases.ephemeral import DEFAULT_IDLE_S, ephemeral_demand, retire_idle_pools
 from runs_fleet_core.usecases.housekeeping import Housekeeper
 from runs_fleet_core.usecases.leadership import Leadership
 from runs_fleet_core.usecases.pools import reconcile_pools
@@ -30,9 +31,15 @@ def replica_name() -> str:
 
 
 def build_leadership(
-    adapters: Adapters, *, owner: str | None = None, demand: Mapping[str, int] | None = None
+    adapters: Adapters,
+    *,
+    owner: str | None = None,
+    demand: Mapping[str, int] | None = None,
+    ephemeral_idle_s: float = DEFAULT_IDLE_S,
 ) -> Leadership:
-    """The leader's chores wired to ``adapters``: reconcile pools, then housekeeping."""
+    """The leader's chores wired to ``adapters``: reconcile pools (ephemeral ones sized
+    from recent demand, ``demand`` overriding it), retire ephemeral pools idle for
+    ``ephemeral_idle_s``, then housekeeping."""
     housekeeper = Housekeeper(
         state=adapters.state,
         queue=adapters.queue,
@@ -43,14 +50,24 @@ def build_leadership(
     )
 
     async def pools() -> object:
-        return await reconcile_pools(
+        wanted = await ephemeral_demand(state=adapters.state, clock=adapters.clock)
+        plans = await reconcile_pools(
             state=adapters.state,
             pool_providers=adapters.pool_providers,
             default_backend=adapters.wiring.default_backend,
             clock=adapters.clock,
             metrics=adapters.metrics,
-            demand=demand,
+            demand={**wanted, **(demand or {})},
         )
+        await retire_idle_pools(
+            state=adapters.state,
+            pool_providers=adapters.pool_providers,
+            default_backend=adapters.wiring.default_backend,
+            clock=adapters.clock,
+            metrics=adapters.metrics,
+            idle_s=ephemeral_idle_s,
+        )
+        return plans
 
     return Leadership(
         state=adapters.state,

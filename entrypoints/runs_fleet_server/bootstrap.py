@@ -273,4 +273,5 @@ def _dispatcher(settings: Settings, adapters: Adapters, agent: AgentEndpoint) ->
         claim_ttl_s=settings["RUNS_FLEET_CLAIM_TTL_S"],
         max_attempts=settings["RUNS_FLEET_MAX_ATTEMPTS"],
         runner_settings=agent.runner_settings,
+        ephemeral_pool_max_size=settings["RUNS_FLEET_EPHEMERAL_POOL_MAX_SIZE"],
     )

@@ -81,7 +81,10 @@ async def _schedule(env: Mapping[str, str]) -> None:
         stop = asyncio.Event()
         with handle_signals(stop):
             await run_scheduler(
-                build_leadership(services.adapters),
+                build_leadership(
+                    services.adapters,
+                    ephemeral_idle_s=services.settings["RUNS_FLEET_EPHEMERAL_POOL_IDLE_S"],
+                ),
                 stop,
                 interval_s=services.scheduler_interval_s,
             )

@@ -79,7 +79,10 @@ async def serve(
     if with_worker:
         tasks.add(asyncio.create_task(work_only(services, worker_stop), name="worker"))
     if with_scheduler:
-        leadership = build_leadership(services.adapters)
+        leadership = build_leadership(
+            services.adapters,
+            ephemeral_idle_s=services.settings["RUNS_FLEET_EPHEMERAL_POOL_IDLE_S"],
+        )
         loop = run_scheduler(leadership, worker_stop, interval_s=services.scheduler_interval_s)
         tasks.add(asyncio.create_task(loop, name="scheduler"))
     try:

@@ -37,6 +37,7 @@ from runs_fleet_core.ports import (
     Queue,
     StateStore,
 )
+from runs_fleet_core.usecases.ephemeral import ensure_pool_for
 
 _log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class Dispatcher:
     retry_base_s: float = 5.0
     retry_cap_s: float = 300.0
     rng: random.Random = attrs.field(factory=random.Random)
+    ephemeral_pool_max_size: int = 10
+    """Cap of the ephemeral pool made for a ``pool=`` naming no pool (0: make none)."""
     runner_settings: Callable[[Job, str], Mapping[str, str]] = attrs.field(
         default=lambda job, runner_name: {}
     )
@@ -145,6 +148,8 @@ class Dispatcher:
         backend = job.backend or spec.backend or self.default_backend
         if spec.pool and (warm := await self._take_warm(job, backend)) is not None:
             return warm
+        if spec.pool and backend in self.pool_providers:
+            await self._ensure_pool(job)
         provider = self.providers.get(backend)
         if provider is None:
             raise AdapterError(
@@ -197,6 +202,20 @@ class Dispatcher:
         await self._save(launching, job)
         self.metrics.increment("pool_hits", labels={"pool": job.spec.pool})
         return DispatchOutcome.WARM
+
+    async def _ensure_pool(self, job: Job) -> None:
+        """A ``pool=`` naming no configured pool gets an ephemeral one, sized from demand
+        by the pool loop; this job cold-starts. A failure here never holds the job up."""
+        try:
+            await ensure_pool_for(
+                job,
+                state=self.state,
+                clock=self.clock,
+                metrics=self.metrics,
+                max_size=self.ephemeral_pool_max_size,
+            )
+        except AdapterError as exc:
+            _log.warning("job %s: no ephemeral pool made: %s", job.job_id, exc)
 
     async def _give_back(
         self, pools: PoolProvider, job: Job, runner_id: RunnerId, exc: Exception

@@ -321,3 +321,24 @@ async def test_a_warm_runner_that_will_not_start_is_stopped_released_and_cold_st
     assert (runner.runner_id, runner.phase) == (runner_id, RunnerPhase.STOPPED)
     assert world.metrics.count("pool_misses", pool="default", reason="start_failed") == 1
     assert len(world.provider.created) == 1
+
+
+async def test_a_pool_nobody_configured_becomes_an_ephemeral_pool_and_the_job_cold_starts(
+    world: World,
+) -> None:
+    await _queued(world, "runs-fleet=42/cpu=2/pool=nightly")
+    assert await world.dispatch_all() == ["launched"]
+    pool = await world.state.get_pool("nightly")
+    assert pool is not None and pool.ephemeral
+    assert pool.label == "runs-fleet=42/cpu=2/pool=nightly" and pool.desired_running == 10
+    assert len(world.provider.created) == 1
+
+
+async def test_no_ephemeral_pool_when_they_are_turned_off(world: World) -> None:
+    await _queued(world, "runs-fleet=42/cpu=2/pool=nightly")
+    dispatcher = world.dispatcher(ephemeral_pool_max_size=0)
+    while deliveries := await world.queue.receive(10, 0):
+        for delivery in deliveries:
+            await dispatcher.handle(delivery)
+    assert await world.state.get_pool("nightly") is None
+    assert len(world.provider.created) == 1

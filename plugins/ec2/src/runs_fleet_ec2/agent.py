@@ -7,10 +7,12 @@ Store (under the instance id for a claimed warm-pool instance, under the runner 
 a cold start) and deletes it once read, and afterwards terminates itself, so no instance
 outlives its job.
 
-A warm-pool instance (tag ``runs-fleet:pool``, no runner name) waits for its config
-:data:`DEFAULT_POOL_WAIT_S` by default, then stops itself to wait in the pool at no
-compute cost (exit 75; a claim puts its config and starts it, and the agent runs anew at
-boot). Another instance waits :data:`DEFAULT_COLD_WAIT_S`: its config is put as soon as
+A warm-pool instance (tag ``runs-fleet:pool``, no runner name) waits for its config as
+long as it runs: the pool's reconciliation decides whether it stays started ("hot") or
+is stopped, and a claim puts its config before starting it, so the agent, run anew at
+every boot, finds it at once. With ``--wait-for-config`` it stops itself once that wait
+is over (exit 75), to wait in the pool at no compute cost. Another instance waits
+:data:`DEFAULT_COLD_WAIT_S`: its config is put as soon as
 its launch request returns, long before it boots, so the wait only covers a dispatcher
 that retries; then it exits 75 and terminates itself.
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Coroutine, Mapping, Sequence
@@ -67,7 +70,8 @@ T = TypeVar("T")
 
 INSTANCE_ID_VAR = "RUNS_FLEET_INSTANCE_ID"
 RUNNER_NAME_VAR = "RUNS_FLEET_RUNNER_NAME"
-DEFAULT_POOL_WAIT_S = 300.0
+DEFAULT_POOL_WAIT_S = math.inf
+"""A pool instance waits until its config comes or it is stopped (see above)."""
 DEFAULT_COLD_WAIT_S = 120.0
 REPORT_KIND = "agent-report"
 STOP = "stop_instances"
@@ -86,8 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--wait-for-config",
         type=float,
         metavar="SECONDS",
-        help=f"wait up to SECONDS for this instance's config (default: {DEFAULT_POOL_WAIT_S:g} "
-        f"on a warm-pool instance, then it stops itself; {DEFAULT_COLD_WAIT_S:g} otherwise)",
+        help="wait up to SECONDS for this instance's config, then exit 75 and stop (a "
+        "warm-pool instance) or terminate (any other) the instance (default: a warm-pool "
+        f"instance waits as long as it runs, any other {DEFAULT_COLD_WAIT_S:g})",
     )
     parser.add_argument(
         "--max-runtime",

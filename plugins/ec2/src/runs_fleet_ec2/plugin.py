@@ -17,7 +17,14 @@ from runs_fleet_core.plugins import (
     SettingsRegistry,
     hookimpl,
 )
-from runs_fleet_core.ports import ConfigStore, Metrics, Provider, RunnerEvents, StateStore
+from runs_fleet_core.ports import (
+    ConfigStore,
+    Metrics,
+    PoolProvider,
+    Provider,
+    RunnerEvents,
+    StateStore,
+)
 from runs_fleet_core.settings import Setting
 
 
@@ -26,6 +33,13 @@ def _provider(context: AdapterContext) -> Provider:
     from runs_fleet_ec2 import provider
 
     return provider.from_context(context, shared_caller(context))
+
+
+def _pool_provider(context: AdapterContext) -> PoolProvider:
+    from runs_fleet_aws.calls import shared_caller
+    from runs_fleet_ec2 import pool
+
+    return pool.from_context(context, shared_caller(context))
 
 
 def _runner_events(context: AdapterContext) -> RunnerEvents:
@@ -66,9 +80,10 @@ def _metrics(context: AdapterContext) -> Metrics:
 
 @hookimpl
 def runs_fleet_register_adapters(registry: AdapterRegistry) -> None:
-    """Offer the EC2 Fleet provider, the DynamoDB state store, the SSM config store and
-    the CloudWatch sink."""
+    """Offer the EC2 Fleet provider and its warm pools, its runner event feed, the
+    DynamoDB state store, the SSM config store and the CloudWatch sink."""
     registry.add_provider("ec2", _provider)
+    registry.add_pool_provider("ec2", _pool_provider)
     registry.add_runner_events("ec2", _runner_events)
     registry.add_state_store("dynamodb", _state)
     registry.add_config_store("ssm", _configs)
@@ -77,10 +92,11 @@ def runs_fleet_register_adapters(registry: AdapterRegistry) -> None:
 
 def settings() -> tuple[Setting, ...]:
     """Every setting the EC2 adapters read (their modules import boto3 only lazily)."""
-    from runs_fleet_ec2 import breaker, cloudwatch, dynamodb, events, fleet, provider, ssm
+    from runs_fleet_ec2 import breaker, cloudwatch, dynamodb, events, fleet, pool, provider, ssm
 
     return (
         *fleet.SETTINGS,
+        *pool.SETTINGS,
         *events.SETTINGS,
         *provider.SETTINGS,
         *breaker.SETTINGS,
