@@ -197,7 +197,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     ),
     _s(
         "ADMIN_TOKEN",
-        "bearer token for /api/jobs; when unset, only loopback clients may read it",
+        "bearer token for /api/jobs and /api/pools; when unset, only loopback clients "
+        "may use them",
         secret=True,
     ),
     _s(

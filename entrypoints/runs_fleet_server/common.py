@@ -13,7 +13,7 @@ import ipaddress
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from runs_fleet_core.errors import AdapterError, ConflictError
 
@@ -68,3 +68,22 @@ def is_loopback(request: Request) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def admin_denied(request: Request, admin_token: str | None, api: str) -> Response | None:
+    """``None`` when ``request`` may use the admin API named ``api`` (e.g. "the jobs
+    API"), else the answer to give: with ``admin_token`` set, 401 unless it comes as
+    ``Authorization: Bearer <token>``; without one, 403 to every host but this one, so
+    an unconfigured server publishes nothing."""
+    if admin_token:
+        given = bearer_token(request)
+        if given is None or not same_secret(given, admin_token):
+            return JSONResponse(
+                {"error": "an 'Authorization: Bearer <admin token>' header is required"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return None
+    if not is_loopback(request):
+        return error(403, f"{api} answers other hosts only when RUNS_FLEET_ADMIN_TOKEN is set")
+    return None

@@ -21,7 +21,7 @@ from runs_fleet_core.converters import make_record_converter
 from runs_fleet_core.domain.ids import JobId
 from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_server.bootstrap import Services
-from runs_fleet_server.common import UNAVAILABLE, bearer_token, error, is_loopback, same_secret
+from runs_fleet_server.common import UNAVAILABLE, admin_denied, error
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -89,21 +89,7 @@ class JobsApi:
         return JSONResponse(self._detail(job))
 
     def _denied(self, request: Request) -> Response | None:
-        token = self.services.admin_token
-        if token:
-            given = bearer_token(request)
-            if given is None or not same_secret(given, token):
-                return JSONResponse(
-                    {"error": "an 'Authorization: Bearer <admin token>' header is required"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            return None
-        if not is_loopback(request):
-            return error(
-                403, "the jobs API answers other hosts only when RUNS_FLEET_ADMIN_TOKEN is set"
-            )
-        return None
+        return admin_denied(request, self.services.admin_token, "the jobs API")
 
     def _summary(self, job: Job) -> dict[str, Any]:
         raw = self.converter.unstructure(job)
