@@ -19,7 +19,7 @@ from typing import Any
 
 import boto3
 
-from runs_fleet_cli.demo.processes import free_port
+from runs_fleet_cli.demo.processes import free_port, wait_until_ready
 from runs_fleet_core.domain.spec import Arch
 from runs_fleet_ec2 import fleet
 from tests.e2e.local_stack import LocalStack, _clean_env, processes_in
@@ -87,8 +87,29 @@ class Ec2Stack(LocalStack):
                 "RUNS_FLEET_SECURITY_GROUP_ID": self.security_group,
                 "RUNS_FLEET_INSTANCE_PROFILE_ARN": PROFILE,
                 "RUNS_FLEET_SQS_VISIBILITY_TIMEOUT_S": "5",
+                "RUNS_FLEET_SCHEDULER_INTERVAL_S": "1",
             }
             | self.settings
+        )
+
+    def start_serve(self, *, worker: bool = True) -> subprocess.Popen[bytes]:
+        """``runs-fleet serve`` with its scheduler too (in EC2 mode it runs apart by
+        default), so warm pools are kept in this one process."""
+        argv = ["-m", "runs_fleet_cli", "serve", "--scheduler"]
+        argv += [] if worker else ["--no-worker"]
+        process = self._start("runs-fleet-serve", argv, self.env())
+        wait_until_ready(f"{self.api}/ready", process, self.logs[process.pid], 30)
+        return process
+
+    def pools(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``runs-fleet pools …`` against this stack's server."""
+        return subprocess.run(
+            [sys.executable, "-m", "runs_fleet_cli", "pools", *args, "--server", self.api],
+            env=_clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
 
     # --- AWS as the test sees it --------------------------------------------------------

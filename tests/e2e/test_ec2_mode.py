@@ -121,3 +121,43 @@ def test_a_spot_interruption_gives_exactly_one_on_demand_replacement(stack: Ec2S
     assert stack.jit_configs() == [runner_name(job_id), runner_name(job_id, 2)]
     time.sleep(2)  # room for a third instance, if the duplicate warning made one
     assert len(stack.instances(**tag)) == 2
+
+
+def test_a_warm_pool_job_takes_a_stopped_instance_instead_of_launching_one(
+    stack: Ec2Stack,
+) -> None:
+    label = "runs-fleet=4242/cpu=2/arch=arm64/pool=warm"
+    made = stack.pools("set", "warm", "--label", label, "--running", "0", "--stopped", "1")
+    assert made.returncode == 0, made.stderr
+    [pooled] = stack.wait_for(
+        "a stopped warm-pool instance",
+        lambda: (
+            [
+                i
+                for i in stack.instances(**{"runs-fleet:pool": "warm"})
+                if i["State"]["Name"] == "stopped"
+            ]
+            or None
+        ),
+        timeout_s=60,
+    )
+    job_id, _ = stack.queue_job(labels=[label])
+    record = stack.wait_for(
+        "the job on the warm instance",
+        lambda: (r := stack.job(job_id)) and r["runner_id"] and r,
+    )
+    assert record["runner_id"] == pooled["InstanceId"]
+    assert stack.instances(**{"runs-fleet:job-id": str(job_id)}) == []  # nothing launched
+    [started] = [
+        i
+        for i in stack.instances(**{"runs-fleet:pool": "warm"})
+        if i["InstanceId"] == pooled["InstanceId"]
+    ]
+    assert started["State"]["Name"] == "running"
+    parameter = stack.parameter(f"{SSM_PREFIX}/{pooled['InstanceId']}")
+    assert parameter is not None
+    assert json.loads(parameter["Value"])["runner_name"] == runner_name(job_id)
+    shown = stack.pools("show", "warm", "--json")
+    assert shown.returncode == 0, shown.stderr
+    runners = json.loads(shown.stdout)["runners"]
+    assert {r["runner_id"]: r["job_id"] for r in runners}[pooled["InstanceId"]] == job_id
