@@ -94,10 +94,13 @@ def bench(session: nox.Session) -> None:
     ``bench/core.py``: the core on in-memory adapters. ``bench/local.py``: the server
     served for real (uvicorn subprocesses, embedded Valkey) against a bare Starlette
     endpoint, dispatch through Valkey, and the server's RSS; only 127.0.0.1 is used.
+    ``bench/ec2.py``: EC2 mode against a moto server: AWS API calls per cold-start and
+    per warm-pool job, and dispatch throughput against raw SQS traffic.
     """
     _install_project(session, "test")
     session.run("python", "bench/core.py")
     session.run("python", "bench/local.py")
+    session.run("python", "bench/ec2.py")
 
 
 @nox.session
