@@ -197,8 +197,7 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     ),
     _s(
         "ADMIN_TOKEN",
-        "bearer token for /api/jobs and /api/pools; when unset, only loopback clients "
-        "may use them",
+        "bearer token for /api/jobs and /api/pools (unset: loopback clients only)",
         secret=True,
     ),
     _s(
