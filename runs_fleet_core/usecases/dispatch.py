@@ -287,16 +287,17 @@ class Dispatcher:
     ) -> DispatchOutcome:
         """Undo what the failed attempt left, then retry, dead-letter or fail the job."""
         job = await self.state.get_job(job_id)
-        await self._release(job)
         self.metrics.increment("dispatch_errors", labels={"retryable": str(exc.retryable)})
         if exc.retryable and delivery.attempt < self.max_attempts:
+            await self._release(job, f"attempt {delivery.attempt} failed, retrying: {exc}")
             await self.queue.retry(delivery, self._delay(delivery))
             return DispatchOutcome.RETRY
         if exc.retryable:
-            await self.queue.dead_letter(
-                delivery, f"gave up after {delivery.attempt} attempts: {exc}"
-            )
+            why = f"gave up after {delivery.attempt} attempts: {exc}"
+            await self._release(job, f"dead-lettered, {why}")
+            await self.queue.dead_letter(delivery, why)
             return DispatchOutcome.DEAD_LETTERED
+        await self._release(job, None)
         if job is not None and job.can_become(JobStatus.FAILED):
             job = await self.state.get_job(job_id) or job
             failed = job.transition(
@@ -306,9 +307,11 @@ class Dispatcher:
         await self.queue.ack(delivery)
         return DispatchOutcome.FAILED
 
-    async def _release(self, job: Job | None) -> None:
+    async def _release(self, job: Job | None, reason: str | None) -> None:
         """Return a half-dispatched job to the queue state: config deleted, warm runner
-        released, claim dropped (failed paths must not leave an old config behind)."""
+        released, claim dropped (failed paths must not leave an old config behind).
+        ``reason`` (the failure, with the backend's error code) is kept on the job, so
+        the jobs API shows why it is still queued."""
         if job is None or job.final or job.runner_id is not None:
             return
         await self.configs.delete(RunnerId(runner_name_for(job.job_id, job.attempt)))
@@ -317,7 +320,11 @@ class Dispatcher:
             await self.state.release_runner(warm, job.job_id)
         if job.status in (JobStatus.CLAIMED, JobStatus.LAUNCHING):
             queued = job.transition(
-                JobStatus.QUEUED, at=self.clock.now(), claim_owner=None, claim_expires_at=None
+                JobStatus.QUEUED,
+                at=self.clock.now(),
+                claim_owner=None,
+                claim_expires_at=None,
+                reason=reason,
             )
             with contextlib.suppress(ConflictError):
                 await self.state.put_job(queued, expect_version=job.version)

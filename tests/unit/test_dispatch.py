@@ -97,6 +97,7 @@ async def test_retryable_failure_cleans_up_and_retries_with_backoff(world: World
     assert await world.dispatch_all() == ["retry"]
     job = await world.state.get_job(JOB)
     assert job is not None and job.status is JobStatus.QUEUED and job.claim_owner is None
+    assert job.reason == "attempt 1 failed, retrying: throttled"  # what the jobs API shows
     assert await world.configs.list_ids() == []
     world.clock.advance(400)
     assert await world.dispatch_all() == ["launched"]
@@ -117,6 +118,7 @@ async def test_retryable_failures_end_in_the_dead_letter_queue_with_the_reason(
     assert "capacity" in dead.reason and dead.message.job_id == JOB
     job = await world.state.get_job(JOB)
     assert job is not None and job.status is JobStatus.QUEUED
+    assert job.reason == "dead-lettered, gave up after 3 attempts: capacity"
     assert world.provider.created == []
 
 
