@@ -25,7 +25,8 @@ from runs_fleet_ec2 import fleet
 from tests.e2e.local_stack import LocalStack, _clean_env, processes_in
 from tests.moto_server import MotoServer
 
-IMAGE = "ami-0123456789abcdef0"
+IMAGES = {Arch.ARM64: "ami-0a1b2c3d4e5f60001", Arch.AMD64: "ami-0a1b2c3d4e5f60002"}
+"""One AMI per architecture's launch template: an instance's image says which one launched it."""
 ZONES = ("us-east-1a", "us-east-1b")
 PROFILE = "arn:aws:iam::123456789012:instance-profile/runs-fleet-runner"
 
@@ -63,7 +64,10 @@ class Ec2Stack(LocalStack):
         for arch in Arch:
             ec2.create_launch_template(
                 LaunchTemplateName=fleet.template_name(fleet.DEFAULT_TEMPLATE_NAME, arch),
-                LaunchTemplateData={"ImageId": IMAGE, "SecurityGroupIds": [self.security_group]},
+                LaunchTemplateData={
+                    "ImageId": IMAGES[arch],
+                    "SecurityGroupIds": [self.security_group],
+                },
             )
         done = subprocess.run(
             [sys.executable, "-m", "runs_fleet_cli", "aws", "create-resources", "--json"],

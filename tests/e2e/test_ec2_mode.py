@@ -14,7 +14,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.e2e.ec2_stack import Ec2Stack, ec2_stack
+from runs_fleet_core.domain.spec import Arch
+from tests.e2e.ec2_stack import IMAGES, Ec2Stack, ec2_stack
 from tests.e2e.local_stack import LABEL, REPOSITORY, runner_name
 from tests.moto_server import MotoServer
 
@@ -44,6 +45,17 @@ def test_a_queued_job_gets_one_tagged_instance_and_its_config_in_ssm(stack: Ec2S
     )
     assert record["status"] == "launching" and record["runner_id"] == instance["InstanceId"]
     tags = _tags(instance)
+    # no arch= and equal spot prices: arm64, from the arm64 launch template
+    assert instance["ImageId"] == IMAGES[Arch.ARM64]
+    assert instance["InstanceType"].split(".")[0] in {
+        "c6g",
+        "c7g",
+        "c8g",
+        "m7g",
+        "m8g",
+        "r7g",
+        "t4g",
+    }
     assert tags["runs-fleet:managed"] == "true"
     assert tags["runs-fleet:runner-name"] == name
     assert tags["runs-fleet:repo"] == REPOSITORY
