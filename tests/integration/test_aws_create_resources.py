@@ -88,3 +88,17 @@ def test_an_existing_table_of_another_shape_is_an_error_naming_the_setting(
     done = _create(aws)
     assert done.returncode == 2
     assert "RUNS_FLEET_POOLS_TABLE" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_without_a_region_it_says_how_to_set_one(aws: MotoServer) -> None:
+    env = {k: v for k, v in {**os.environ, **aws.env()}.items() if "REGION" not in k}
+    done = subprocess.run(
+        [sys.executable, "-m", "runs_fleet_cli", "aws", "create-resources"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "no AWS region: set AWS_REGION" in done.stderr and "Traceback" not in done.stderr

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runs_fleet_core.errors import AdapterError
+from runs_fleet_core.errors import AdapterError, ConfigError
 
 if TYPE_CHECKING:
     import botocore.exceptions
@@ -163,6 +163,18 @@ class AwsCaller:
         except botocore.exceptions.BotoCoreError as exc:
             raise AdapterError(f"AWS {what} failed: {exc}", retryable=True) from exc
 
+    def require_region(self) -> AwsCaller:
+        """This caller, or ``ConfigError`` saying how to set a region when boto3 found
+        none (it does not ask the instance metadata for one)."""
+        if not self.region:
+            raise ConfigError(
+                [
+                    "no AWS region: set AWS_REGION (e.g. AWS_REGION=eu-west-1), or name a "
+                    "profile with a region in AWS_PROFILE"
+                ]
+            )
+        return self
+
     def close(self) -> None:
         """Stop the thread pool (calls in flight finish)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -214,7 +226,7 @@ def shared_caller(context: AdapterContext) -> AwsCaller:
         entry = _SHARED.get(key)
         if entry is None or entry[0] is not context.settings or entry[1] is not context.metrics:
             timeout_s = float(context.settings.get(TIMEOUT, DEFAULT_TIMEOUT_S))
-            caller = AwsCaller(metrics=context.metrics, timeout_s=timeout_s)
+            caller = AwsCaller(metrics=context.metrics, timeout_s=timeout_s).require_region()
             entry = (context.settings, context.metrics, caller)
             _SHARED[key] = entry
         return entry[2]

@@ -72,7 +72,7 @@ def _metrics(context: AdapterContext) -> Metrics:
     from runs_fleet_ec2 import cloudwatch
     from runs_fleet_prometheus.metrics import PrometheusMetrics
 
-    caller = AwsCaller(timeout_s=float(context.settings.get(TIMEOUT, 30.0)))
+    caller = AwsCaller(timeout_s=float(context.settings.get(TIMEOUT, 30.0))).require_region()
     sink = cloudwatch.from_context(context, caller, PrometheusMetrics(), owns_caller=True)
     caller.metrics = sink
     return sink

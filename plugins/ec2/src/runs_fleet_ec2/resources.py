@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
         raise RunsFleetError(
             "the configuration has problems; fix them first:\n  " + "\n  ".join(problems)
         )
-    caller = AwsCaller(timeout_s=float(settings.get(TIMEOUT, 30.0)))
+    caller = AwsCaller(timeout_s=float(settings.get(TIMEOUT, 30.0))).require_region()
     try:
         created = asyncio.run(
             create_resources(

@@ -84,7 +84,9 @@ def _queue(context: AdapterContext) -> Queue:
     from runs_fleet_aws.calls import AwsCaller
     from runs_fleet_sqs.queue import from_context
 
-    caller = AwsCaller(metrics=context.metrics, timeout_s=context.settings.get(AWS_TIMEOUT, 30.0))
+    caller = AwsCaller(
+        metrics=context.metrics, timeout_s=context.settings.get(AWS_TIMEOUT, 30.0)
+    ).require_region()
     try:
         return from_context(context, caller, owns_caller=True)
     except BaseException:
