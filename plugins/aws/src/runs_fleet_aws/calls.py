@@ -59,9 +59,12 @@ MAX_WORKERS = 16
 
 
 def error_code(exc: BaseException) -> str:
-    """The AWS error code of a ``ClientError`` (``""`` for anything else)."""
+    """The AWS error code of a ``ClientError``, or of the ``ClientError`` behind an
+    ``AdapterError`` this module raised (``""`` for anything else)."""
     from botocore.exceptions import ClientError
 
+    if isinstance(exc, AdapterError) and exc.__cause__ is not None:
+        return error_code(exc.__cause__)
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""

@@ -47,7 +47,7 @@ from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.ports import Clock, Metrics
 from runs_fleet_core.settings import Kind, Setting
 from runs_fleet_core.wiring import label_defaults
-from runs_fleet_ec2 import catalog, fleet
+from runs_fleet_ec2 import catalog, fleet, instances
 from runs_fleet_ec2.fleet import FleetSettings
 
 _log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def build_pool_request(
 
 def is_pool_instance(instance: Mapping[str, Any]) -> bool:
     """Whether ``instance`` is a runs-fleet pool runner: managed, in a pool, no job."""
-    tags = _tags(instance)
+    tags = instances.tags(instance)
     return (
         tags.get(fleet.MANAGED_TAG) == "true"
         and bool(tags.get(fleet.POOL_TAG))
@@ -220,7 +220,7 @@ class Ec2PoolProvider:
             {"Name": "instance-state-name", "Values": list(_PHASES)},
         ]
         found = [i for i in await self._describe(filters) if is_pool_instance(i)]
-        return [_runner(i) for i in sorted(found, key=_launch_order)]
+        return [_runner(i) for i in sorted(found, key=instances.launch_order)]
 
     async def create_pool_runners(
         self, pool: PoolConfig, count: int, *, stopped: bool = False
@@ -273,7 +273,7 @@ class Ec2PoolProvider:
         found = await self._by_id(runner_ids)
         doomed: list[str] = []
         for instance_id, instance in found.items():
-            if _state(instance) not in _PHASES:
+            if instances.state(instance) not in _PHASES:
                 continue
             if is_pool_instance(instance):
                 doomed.append(instance_id)
@@ -304,7 +304,7 @@ class Ec2PoolProvider:
         try:
             response = await self._caller.call("ec2", "create_fleet", **request)
         except AdapterError as exc:
-            retryable = exc.retryable or _code(exc) in fleet.CAPACITY_CODES
+            retryable = exc.retryable or error_code(exc) in fleet.CAPACITY_CODES
             raise ProviderError(f"pool {pool}: {exc}", retryable=retryable) from exc
         ids = [RunnerId(str(i)) for e in response.get("Instances", []) for i in e["InstanceIds"]]
         answer = fleet.read_answer(response)
@@ -346,14 +346,16 @@ class Ec2PoolProvider:
         missing = [
             i
             for i in dict.fromkeys(runner_ids)
-            if i not in found or _state(found[i]) not in _PHASES or not is_pool_instance(found[i])
+            if i not in found
+            or instances.state(found[i]) not in _PHASES
+            or not is_pool_instance(found[i])
         ]
         if missing:
             raise NotFoundError(
                 f"cannot {verb} runner(s) {', '.join(missing)} of pool provider {NAME}: "
                 "not a runs-fleet pool instance, or already terminated"
             )
-        return {i: _state(found[i]) for i in dict.fromkeys(runner_ids)}
+        return {i: instances.state(found[i]) for i in dict.fromkeys(runner_ids)}
 
     async def _await_states(self, ids: Sequence[str], wanted: Collection[str]) -> dict[str, str]:
         """Poll until every id is in a ``wanted`` state or gone, or the ready timeout
@@ -361,7 +363,7 @@ class Ec2PoolProvider:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ready_timeout_s
         while True:
-            states = {i: _state(x) for i, x in (await self._by_id(ids)).items()}
+            states = {i: instances.state(x) for i, x in (await self._by_id(ids)).items()}
             settled = all(states.get(i) in wanted or states.get(i) in _GONE for i in ids)
             if settled or loop.time() >= deadline:
                 return states
@@ -396,7 +398,7 @@ class Ec2PoolProvider:
         try:
             await self._caller.call("ec2", operation, InstanceIds=list(instance_ids))
         except AdapterError as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code in _NOT_FOUND:
                 raise NotFoundError(f"pool provider {NAME}: {exc}") from exc
             retryable = exc.retryable or code == _WRONG_STATE
@@ -433,10 +435,10 @@ class Ec2PoolProvider:
 
 
 def _runner(instance: Mapping[str, Any]) -> PoolRunner:
-    state = _state(instance)
+    state = instances.state(instance)
     return PoolRunner(
         runner_id=RunnerId(str(instance["InstanceId"])),
-        pool=_tags(instance)[fleet.POOL_TAG],
+        pool=instances.tags(instance)[fleet.POOL_TAG],
         phase=_PHASES.get(state, RunnerPhase.UNKNOWN),
         idle_since=_idle_since(instance, state),
         instance_type=str(instance.get("InstanceType") or "") or None,
@@ -452,23 +454,6 @@ def _idle_since(instance: Mapping[str, Any], state: str) -> datetime | None:
             return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     launched = instance.get("LaunchTime")
     return launched if isinstance(launched, datetime) else None
-
-
-def _tags(instance: Mapping[str, Any]) -> dict[str, str]:
-    return {str(t["Key"]): str(t["Value"]) for t in instance.get("Tags", [])}
-
-
-def _state(instance: Mapping[str, Any]) -> str:
-    return str(instance.get("State", {}).get("Name", ""))
-
-
-def _code(exc: AdapterError) -> str:
-    return error_code(exc.__cause__) if exc.__cause__ is not None else ""
-
-
-def _launch_order(instance: Mapping[str, Any]) -> tuple[str, str]:
-    launched = instance.get("LaunchTime")
-    return (launched.isoformat() if isinstance(launched, datetime) else "", instance["InstanceId"])
 
 
 def from_context(context: AdapterContext, caller: AwsCaller) -> Ec2PoolProvider:

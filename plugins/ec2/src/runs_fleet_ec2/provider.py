@@ -34,7 +34,7 @@ from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.ports import Clock, Metrics
 from runs_fleet_core.settings import Kind, Setting
 from runs_fleet_ec2 import breaker as breaker_module
-from runs_fleet_ec2 import catalog, fleet
+from runs_fleet_ec2 import catalog, fleet, instances
 from runs_fleet_ec2.breaker import SpotCircuitBreaker
 from runs_fleet_ec2.fleet import FleetAnswer, FleetSettings, Placement
 from runs_fleet_ec2.pricing import SpotPrices
@@ -126,7 +126,7 @@ class Ec2Provider:
         try:
             await self._caller.call("ec2", "terminate_instances", InstanceIds=[runner_id])
         except AdapterError as exc:
-            if _code(exc) == _NOT_FOUND:
+            if error_code(exc) == _NOT_FOUND:
                 return
             raise ProviderError(str(exc), retryable=exc.retryable) from exc
 
@@ -136,15 +136,15 @@ class Ec2Provider:
         try:
             response = await self._caller.call("ec2", "describe_instances", InstanceIds=[runner_id])
         except AdapterError as exc:
-            if _code(exc) in (_NOT_FOUND, _MALFORMED):
+            if error_code(exc) in (_NOT_FOUND, _MALFORMED):
                 raise NotFoundError(
                     f"runner {runner_id} does not exist in provider {NAME}"
                 ) from exc
             raise ProviderError(str(exc), retryable=exc.retryable) from exc
-        instances = _instances(response)
-        if not instances:
+        found = instances.instances(response)
+        if not found:
             raise NotFoundError(f"runner {runner_id} does not exist in provider {NAME}")
-        return self._state(instances[0])
+        return self._state(found[0])
 
     async def list_runners(self) -> Sequence[RunnerState]:
         """Every instance tagged ``runs-fleet:managed=true`` that is not shutting down or
@@ -154,7 +154,7 @@ class Ec2Provider:
             {"Name": "instance-state-name", "Values": list(_ALIVE_STATES)},
         ]
         found = await self._describe_all(filters)
-        return [self._state(i) for i in sorted(found, key=_launch_order)]
+        return [self._state(i) for i in sorted(found, key=instances.launch_order)]
 
     async def record_spot_interruption(self, runner_id: RunnerId) -> bool:
         """Count a spot interruption of this runner's instance family in its zone in the
@@ -280,7 +280,7 @@ class Ec2Provider:
         try:
             response = await self._caller.call("ec2", "create_fleet", **request)
         except AdapterError as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code in fleet.CAPACITY_CODES:
                 return FleetAnswer(errors=((code, str(exc)),))
             raise ProviderError(str(exc), retryable=exc.retryable) from exc
@@ -330,7 +330,7 @@ class Ec2Provider:
             response = await self._caller.call("ec2", "describe_instances", Filters=filters)
         except AdapterError as exc:
             raise ProviderError(str(exc), retryable=exc.retryable) from exc
-        found = sorted(_instances(response), key=_launch_order)
+        found = sorted(instances.instances(response), key=instances.launch_order)
         return found[0] if found else None
 
     async def _describe_all(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -339,7 +339,7 @@ class Ec2Provider:
             pages = paginator.paginate(
                 Filters=filters, PaginationConfig={"PageSize": self._page_size}
             )
-            return [i for page in pages for i in _instances(page)]
+            return [i for page in pages for i in instances.instances(page)]
 
         try:
             return await self._caller.run("ec2.describe_instances", walk)
@@ -377,20 +377,6 @@ class Ec2Provider:
             lock = self._locks[runner_name] = asyncio.Lock()
         async with lock:
             yield
-
-
-def _code(exc: AdapterError) -> str:
-    """The AWS error code behind an ``AdapterError`` of the caller (``""`` if none)."""
-    return error_code(exc.__cause__) if exc.__cause__ is not None else ""
-
-
-def _instances(response: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [i for r in response.get("Reservations", []) for i in r.get("Instances", [])]
-
-
-def _launch_order(instance: Mapping[str, Any]) -> tuple[str, str]:
-    launched = instance.get("LaunchTime")
-    return (launched.isoformat() if isinstance(launched, datetime) else "", instance["InstanceId"])
 
 
 def from_context(context: AdapterContext, caller: AwsCaller) -> Ec2Provider:

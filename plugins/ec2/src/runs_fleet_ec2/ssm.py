@@ -123,7 +123,7 @@ class SsmConfigStore:
         try:
             await self._put(params, secrets, Tags=[{"Key": MANAGED_TAG, "Value": "true"}, job_tag])
         except AdapterError as exc:
-            if _code(exc) != "ParameterAlreadyExists":
+            if error_code(exc) != "ParameterAlreadyExists":
                 raise
             await self._put(params, secrets, Overwrite=True)
             await self._call(
@@ -148,7 +148,7 @@ class SsmConfigStore:
         try:
             answer = await self._call("get_parameter", Name=name, WithDecryption=True)
         except AdapterError as exc:
-            if _code(exc) == "ParameterNotFound":
+            if error_code(exc) == "ParameterNotFound":
                 return None
             raise
         try:
@@ -167,7 +167,7 @@ class SsmConfigStore:
         try:
             await self._call("delete_parameter", Name=name)
         except AdapterError as exc:
-            if _code(exc) != "ParameterNotFound":
+            if error_code(exc) != "ParameterNotFound":
                 raise
 
     async def list_ids(self) -> Sequence[RunnerId]:
@@ -192,10 +192,6 @@ class SsmConfigStore:
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         return await self._caller.call("ssm", operation, **params)
-
-
-def _code(exc: AdapterError) -> str:
-    return "" if exc.__cause__ is None else error_code(exc.__cause__)
 
 
 def from_context(context: AdapterContext, caller: AwsCaller) -> SsmConfigStore:

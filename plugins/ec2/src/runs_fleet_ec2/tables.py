@@ -189,7 +189,7 @@ async def _describe(caller: AwsCaller, name: str) -> dict[str, Any] | None:
     try:
         answer = await caller.call("dynamodb", "describe_table", TableName=name)
     except AdapterError as exc:
-        if _code(exc) == "ResourceNotFoundException":
+        if error_code(exc) == "ResourceNotFoundException":
             return None
         raise
     table: dict[str, Any] = answer["Table"]
@@ -200,12 +200,8 @@ async def _create(caller: AwsCaller, spec: TableSpec, name: str) -> None:
     try:
         await caller.call("dynamodb", "create_table", **spec.create_table_params(name))
     except AdapterError as exc:
-        if _code(exc) != "ResourceInUseException":  # created meanwhile
+        if error_code(exc) != "ResourceInUseException":  # created meanwhile
             raise
-
-
-def _code(exc: AdapterError) -> str:
-    return "" if exc.__cause__ is None else error_code(exc.__cause__)
 
 
 def _active(table: Mapping[str, Any]) -> bool:
