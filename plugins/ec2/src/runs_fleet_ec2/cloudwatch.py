@@ -20,7 +20,9 @@ a call only updates an in-memory aggregate under a lock; a background task sends
 In CloudWatch a metric is named as the port names it (``jobs_queued``, where Prometheus
 shows ``runs_fleet_jobs_queued_total``): the namespace already says whose it is. Units
 follow the name: ``*_seconds`` is ``Seconds``, ``*_bytes`` ``Bytes``, ``*_percent``
-``Percent``, other counters ``Count``, the rest ``None``.
+``Percent``, other counters ``Count``, the rest ``None``. The aggregate, the units and
+CloudWatch's limits on data live in :mod:`runs_fleet_ec2.cloudwatch_data`; this module
+decides when data go to AWS and what happens when they cannot.
 
 A flush that fails is logged with the AWS error code and its data kept, with their
 original timestamps, for the next flush, up to ``max_pending`` data (the oldest go
@@ -32,20 +34,63 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
-import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Literal
-
-import attrs
 
 from runs_fleet_aws.calls import AwsCaller, error_code
 from runs_fleet_core.errors import ConfigError
 from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.ports import Clock, Metrics, SystemClock
 from runs_fleet_core.settings import Kind, Setting
+from runs_fleet_ec2.cloudwatch_data import (
+    EMPTY_VALUE,
+    MAX_CALL_BYTES,
+    MAX_DATA_PER_CALL,
+    MAX_DIMENSIONS,
+    MAX_DISTINCT_VALUES,
+    MAX_MAGNITUDE,
+    MAX_NAME_CHARS,
+    MAX_VALUE_CHARS,
+    Aggregate,
+    Datum,
+    Labels,
+    MetricKind,
+    SeriesKey,
+    batch_length,
+    dimensions,
+    namespace_problem,
+    unit,
+)
+
+__all__ = [
+    "DEFAULT_INTERVAL_S",
+    "DEFAULT_MAX_PENDING",
+    "DEFAULT_NAMESPACE",
+    "EMPTY_VALUE",
+    "ENABLED",
+    "INTERVAL",
+    "MAX_AGE",
+    "MAX_CALL_BYTES",
+    "MAX_DATA_PER_CALL",
+    "MAX_DIMENSIONS",
+    "MAX_DISTINCT_VALUES",
+    "MAX_MAGNITUDE",
+    "MAX_NAME_CHARS",
+    "MAX_VALUE_CHARS",
+    "NAMESPACE",
+    "REJECTED_CODES",
+    "SETTINGS",
+    "CloudWatchMetrics",
+    "Datum",
+    "Labels",
+    "MetricKind",
+    "Refresher",
+    "SeriesKey",
+    "batch_length",
+    "dimensions",
+    "from_context",
+    "namespace_problem",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -57,17 +102,8 @@ DEFAULT_INTERVAL_S = 60.0
 DEFAULT_MAX_PENDING = 10_000
 """Data kept across failed flushes: ten full PutMetricData calls."""
 
-MAX_DATA_PER_CALL = 1000
-MAX_CALL_BYTES = 900_000
-"""Estimated request size per call, below PutMetricData's 1 MB."""
-MAX_DIMENSIONS = 30
-MAX_NAME_CHARS = 255
-MAX_VALUE_CHARS = 1024
-MAX_DISTINCT_VALUES = 150
-MAX_MAGNITUDE = 2.0**360
 MAX_AGE = timedelta(days=14) - timedelta(hours=1)
 """CloudWatch refuses data older than two weeks; an hour of margin for the send."""
-EMPTY_VALUE = "(empty)"
 REJECTED_CODES = frozenset(
     {"InvalidParameterValue", "InvalidParameterCombination", "MissingParameter"}
 )
@@ -97,179 +133,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
-MetricKind = Literal["counter", "gauge", "histogram"]
-Labels = tuple[tuple[str, str], ...]
-SeriesKey = tuple[str, Labels]
-Datum = dict[str, Any]
 Refresher = Callable[[], Awaitable[None]]
-
-_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
-_UNITS = (("_seconds", "Seconds"), ("_bytes", "Bytes"), ("_percent", "Percent"))
-_CONTROL = dict.fromkeys((*range(32), 127), "?")
-
-
-def namespace_problem(namespace: str) -> str | None:
-    """Why CloudWatch would refuse ``namespace``, or ``None``."""
-    if not namespace.strip():
-        return "must not be empty"
-    if len(namespace) > MAX_NAME_CHARS:
-        return f"has {len(namespace)} characters, CloudWatch allows {MAX_NAME_CHARS}"
-    if not namespace.isascii() or namespace != namespace.translate(_CONTROL):
-        return "must be ASCII without control characters"
-    if namespace.startswith((":", "AWS/")):
-        return "must not start with ':' or 'AWS/' (reserved for AWS services)"
-    return None
-
-
-def dimensions(labels: Labels) -> list[dict[str, str]]:
-    """The CloudWatch dimensions of sorted ``labels``, made acceptable to PutMetricData.
-
-    CloudWatch allows 30 dimensions per metric, names of 1-255 and values of 1-1024
-    ASCII characters. Rather than lose the datum, beyond 30 labels the first 30 by
-    name are kept; non-ASCII and control characters become ``?``; a longer name or
-    value is cut to the limit; an empty or blank one becomes ``(empty)`` (the core
-    labels the default backend ``""``), so the dimension set of a metric never varies.
-    """
-    return [
-        {"Name": _text(name, MAX_NAME_CHARS), "Value": _text(value, MAX_VALUE_CHARS)}
-        for name, value in labels[:MAX_DIMENSIONS]
-    ]
-
-
-def _text(text: str, limit: int) -> str:
-    clean = str(text).encode("ascii", "replace").decode("ascii").translate(_CONTROL)
-    return clean[:limit] if clean.strip() else EMPTY_VALUE
-
-
-def _unit(kind: MetricKind, name: str) -> str:
-    for suffix, unit in _UNITS:
-        if name.endswith(suffix):
-            return unit
-    return "Count" if kind == "counter" else "None"
-
-
-def _sendable(value: float) -> bool:
-    """CloudWatch refuses NaN, infinities and magnitudes beyond 2**360."""
-    return math.isfinite(value) and abs(value) <= MAX_MAGNITUDE
-
-
-def _size(datum: Datum) -> int:
-    """A generous estimate of ``datum``'s share of a request, in bytes (the query
-    protocol, which older botocore uses, spells out and URL-encodes every field)."""
-    size = 150 + 3 * len(datum["MetricName"])
-    for dimension in datum.get("Dimensions", ()):
-        size += 100 + 3 * (len(dimension["Name"]) + len(dimension["Value"]))
-    return size + 80 * len(datum.get("Values", ()))
-
-
-def batch_length(data: Sequence[Datum]) -> int:
-    """How many of the first ``data`` fit one PutMetricData call (at least one)."""
-    size = 0
-    for index, datum in enumerate(data[:MAX_DATA_PER_CALL]):
-        size += _size(datum)
-        if size > MAX_CALL_BYTES and index > 0:
-            return index
-    return min(len(data), MAX_DATA_PER_CALL)
-
-
-@attrs.define
-class _Distribution:
-    """The observations of one series in one interval."""
-
-    count: int = 0
-    total: float = 0.0
-    low: float = math.inf
-    high: float = -math.inf
-    values: dict[float, int] | None = attrs.field(factory=dict)
-    """Occurrences per distinct value; ``None`` once there were too many to send."""
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        self.total += value
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
-        if self.values is None:
-            return
-        if value in self.values:
-            self.values[value] += 1
-        elif len(self.values) < MAX_DISTINCT_VALUES:
-            self.values[value] = 1
-        else:
-            self.values = None
-
-    def fields(self) -> Datum:
-        if self.values is not None:
-            return {"Values": list(self.values), "Counts": [float(n) for n in self.values.values()]}
-        return {
-            "StatisticValues": {
-                "SampleCount": float(self.count),
-                "Sum": self.total,
-                "Minimum": self.low,
-                "Maximum": self.high,
-            }
-        }
-
-
-@attrs.frozen
-class _Snapshot:
-    counters: dict[SeriesKey, float]
-    gauges: dict[SeriesKey, float]
-    distributions: dict[SeriesKey, _Distribution]
-
-
-class _Aggregate:
-    """What the metric calls reported since the last snapshot.
-
-    Calls come from the event loop and from the AWS thread pool (the callers count their
-    own API calls); one lock makes each call land wholly before or after a snapshot.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._kinds: dict[str, MetricKind] = {}
-        self._counters: dict[SeriesKey, float] = {}
-        self._gauges: dict[SeriesKey, float] = {}
-        self._distributions: dict[SeriesKey, _Distribution] = {}
-
-    def add(
-        self, kind: MetricKind, name: str, value: float, labels: Mapping[str, str] | None
-    ) -> None:
-        self._check(kind, name)
-        if not _sendable(value):
-            return
-        key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())) if labels else ())
-        with self._lock:
-            if kind == "counter":
-                self._counters[key] = self._counters.get(key, 0.0) + value
-            elif kind == "gauge":
-                self._gauges[key] = value
-            else:
-                self._distributions.setdefault(key, _Distribution()).add(value)
-
-    def take(self) -> _Snapshot:
-        """Everything so far; counters and observations start again from nothing."""
-        with self._lock:
-            counters, self._counters = self._counters, {}
-            distributions, self._distributions = self._distributions, {}
-            gauges = dict(self._gauges)
-        return _Snapshot(counters, gauges, distributions)
-
-    def _check(self, kind: MetricKind, name: str) -> None:
-        known = self._kinds.get(name)
-        if known is None:
-            if not _NAME_RE.fullmatch(name) or name.startswith("runs_fleet_"):
-                raise ValueError(
-                    f"metric name {name!r} must be snake_case without the runs_fleet_ prefix"
-                )
-            if len(name) > MAX_NAME_CHARS:
-                raise ValueError(f"metric name {name!r} is longer than {MAX_NAME_CHARS}")
-            with self._lock:
-                known = self._kinds.setdefault(name, kind)
-        if known != kind:
-            raise ValueError(
-                f"metric {name!r} is a {known}; it cannot be used as a {kind} too: "
-                "give the new metric a name of its own"
-            )
 
 
 class CloudWatchMetrics:
@@ -307,7 +171,7 @@ class CloudWatchMetrics:
         self._clock = clock or SystemClock()
         self._max_pending = max_pending
         self._owns_caller = owns_caller
-        self._aggregate = _Aggregate()
+        self._aggregate = Aggregate()
         self._pending: list[Datum] = []
         self._refreshers: list[Refresher] = []
         self._cut_names: set[str] = set()
@@ -430,7 +294,7 @@ class CloudWatchMetrics:
                     len(labels),
                     MAX_DIMENSIONS,
                 )
-            datum: Datum = {"MetricName": name, "Timestamp": timestamp, "Unit": _unit(kind, name)}
+            datum: Datum = {"MetricName": name, "Timestamp": timestamp, "Unit": unit(kind, name)}
             if labels:
                 datum["Dimensions"] = dimensions(labels)
             data.append(datum | fields)

@@ -11,7 +11,9 @@ random ``write_id``, so a failure against an item with our ``write_id`` is a suc
 
 Records are JSON (``record``) through the core's record converter; the attributes that
 conditions and indexes need (``version``, ``status``, ``pool``, ``job_id``) sit beside
-it. Table shapes are in :mod:`runs_fleet_ec2.tables`.
+it. Table shapes are in :mod:`runs_fleet_ec2.tables`; the lease writes, each a
+compare-and-set on one locks-table item, in :mod:`runs_fleet_ec2.dynamodb_leases`; the
+item spelling both share in :mod:`runs_fleet_ec2.dynamodb_items`.
 
 Reads of one record, the assignment listing and the lease decisions are strongly
 consistent. Listing jobs by status or pool queries a global secondary index, which
@@ -25,12 +27,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
-from runs_fleet_aws.calls import AwsCaller, error_code
+from runs_fleet_aws.calls import AwsCaller
 from runs_fleet_core.converters import dumps, loads, make_record_converter
 from runs_fleet_core.domain.ids import JobId, RunnerId
 from runs_fleet_core.domain.job import Job, JobStatus
@@ -40,7 +42,29 @@ from runs_fleet_core.domain.runner import RunnerAssignment
 from runs_fleet_core.errors import AdapterError, ConflictError
 from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.settings import Kind, Setting
+from runs_fleet_ec2 import dynamodb_leases as leases
+from runs_fleet_ec2.dynamodb_items import (
+    CONDITION_FAILED,
+    LEASE,
+    RUNNER,
+    epoch_us,
+    failed_condition,
+    lock_key,
+    number_attr,
+    string_attr,
+)
 from runs_fleet_ec2.tables import JOBS, LOCKS, POOLS, TABLE_SETTINGS, ensure_table
+
+__all__ = [
+    "CONDITION_FAILED",
+    "DEFAULT_RETENTION_DAYS",
+    "LEASE",
+    "RETENTION_SETTING",
+    "RUNNER",
+    "SETTINGS",
+    "DynamoDBStateStore",
+    "from_context",
+]
 
 RETENTION_SETTING = "RUNS_FLEET_JOB_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 30
@@ -57,37 +81,6 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 """Every setting the DynamoDB state store reads: table names and job retention."""
-
-CONDITION_FAILED = "ConditionalCheckFailedException"
-RUNNER = "runner"
-LEASE = "lease"
-_LEASE_ATTEMPTS = 3
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
-
-
-def _epoch_us(moment: datetime) -> int:
-    """``moment`` as whole microseconds since the epoch (naive values count as UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _failed_condition(exc: AdapterError) -> dict[str, Any] | None:
-    """The item a conditional write lost against (``{}`` when there was none), or
-    ``None`` when ``exc`` is some other failure."""
-    cause = exc.__cause__
-    if cause is None or error_code(cause) != CONDITION_FAILED:
-        return None
-    item: dict[str, Any] = getattr(cause, "response", {}).get("Item", {})
-    return item
 
 
 class DynamoDBStateStore:
@@ -168,7 +161,7 @@ class DynamoDBStateStore:
             condition = {
                 "ConditionExpression": "#version = :expected",
                 "ExpressionAttributeNames": {"#version": "version"},
-                "ExpressionAttributeValues": {":expected": _n(expect_version)},
+                "ExpressionAttributeValues": {":expected": number_attr(expect_version)},
             }
         try:
             await self._call(
@@ -179,37 +172,37 @@ class DynamoDBStateStore:
                 **condition,
             )
         except AdapterError as exc:
-            found = _failed_condition(exc)
+            found = failed_condition(exc)
             if found is None:
                 raise
-            if found.get("write_id") != _s(write_id):  # else: our own resent write
+            if found.get("write_id") != string_attr(write_id):  # else: our own resent write
                 raise ConflictError(_conflict(job.job_id, expect_version, found)) from exc
         return loads(self._converter, payload, Job)
 
     def _job_item(self, job: Job, payload: str, write_id: str) -> dict[str, Any]:
         item = {
-            "job_id": _n(job.job_id),
-            "version": _n(job.version),
-            "status": _s(job.status.value),
-            "record": _s(payload),
-            "write_id": _s(write_id),
+            "job_id": number_attr(job.job_id),
+            "version": number_attr(job.version),
+            "status": string_attr(job.status.value),
+            "record": string_attr(payload),
+            "write_id": string_attr(write_id),
         }
         if job.pool:  # index keys cannot be empty: a job without a pool is in no pool index
-            item["pool"] = _s(job.pool)
-            item["status_job"] = _s(f"{job.status.value}#{job.job_id:020d}")
+            item["pool"] = string_attr(job.pool)
+            item["status_job"] = string_attr(f"{job.status.value}#{job.job_id:020d}")
         if job.final:
-            item["expire_at"] = _n(self.expire_at(job))
+            item["expire_at"] = number_attr(self.expire_at(job))
         return item
 
     def expire_at(self, job: Job) -> int:
         """When DynamoDB may delete the finished ``job`` (epoch seconds): the retention
         period after it reached its final status."""
         finished = job.timeline[-1].at if job.timeline else job.created_at
-        return _epoch_us(finished + self.job_retention) // 1_000_000
+        return epoch_us(finished + self.job_retention) // 1_000_000
 
     async def get_job(self, job_id: JobId) -> Job | None:
         """The stored job (a strongly consistent read), or ``None``."""
-        item = await self._get(self.jobs_table, {"job_id": _n(job_id)})
+        item = await self._get(self.jobs_table, {"job_id": number_attr(job_id)})
         return None if item is None else loads(self._converter, item["record"]["S"], Job)
 
     async def list_jobs(
@@ -223,18 +216,18 @@ class DynamoDBStateStore:
         if pool is not None:
             key = "#pool = :pool"
             names = {"#pool": "pool"}
-            values = {":pool": _s(pool)}
+            values = {":pool": string_attr(pool)}
             if status is not None:
                 key += " AND begins_with(#status_job, :status)"
                 names["#status_job"] = "status_job"
-                values[":status"] = _s(f"{status.value}#")
+                values[":status"] = string_attr(f"{status.value}#")
             items = await self._query_index("by-pool", key, names, values)
         elif status is not None:
             items = await self._query_index(
                 "by-status",
                 "#status = :status",
                 {"#status": "status"},
-                {":status": _s(status.value)},
+                {":status": string_attr(status.value)},
             )
         else:
             items = await self._pages("scan", TableName=self.jobs_table, ConsistentRead=True)
@@ -260,10 +253,10 @@ class DynamoDBStateStore:
         assignment = RunnerAssignment(runner_id=runner_id, job_id=job_id, assigned_at=at)
         write_id = uuid.uuid4().hex
         item = {
-            **_lock_key(RUNNER, runner_id),
-            "job_id": _n(job_id),
-            "record": _s(dumps(self._converter, assignment)),
-            "write_id": _s(write_id),
+            **lock_key(RUNNER, runner_id),
+            "job_id": number_attr(job_id),
+            "record": string_attr(dumps(self._converter, assignment)),
+            "write_id": string_attr(write_id),
         }
         try:
             await self._call(
@@ -275,15 +268,15 @@ class DynamoDBStateStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except AdapterError as exc:
-            found = _failed_condition(exc)
+            found = failed_condition(exc)
             if found is None:
                 raise
-            return found.get("write_id") == _s(write_id)  # True: our own resent write
+            return found.get("write_id") == string_attr(write_id)  # True: our own resent write
         return True
 
     async def get_assignment(self, runner_id: RunnerId) -> RunnerAssignment | None:
         """The job ``runner_id`` serves, or ``None`` when it is free."""
-        item = await self._get(self.locks_table, _lock_key(RUNNER, runner_id))
+        item = await self._get(self.locks_table, lock_key(RUNNER, runner_id))
         if item is None:
             return None
         return loads(self._converter, item["record"]["S"], RunnerAssignment)
@@ -295,13 +288,13 @@ class DynamoDBStateStore:
             await self._call(
                 "delete_item",
                 TableName=self.locks_table,
-                Key=_lock_key(RUNNER, runner_id),
+                Key=lock_key(RUNNER, runner_id),
                 ConditionExpression="#job = :job",
                 ExpressionAttributeNames={"#job": "job_id"},
-                ExpressionAttributeValues={":job": _n(job_id)},
+                ExpressionAttributeValues={":job": number_attr(job_id)},
             )
         except AdapterError as exc:
-            if _failed_condition(exc) is None:
+            if failed_condition(exc) is None:
                 raise
 
     async def list_assignments(self) -> Sequence[RunnerAssignment]:
@@ -312,90 +305,40 @@ class DynamoDBStateStore:
             TableName=self.locks_table,
             KeyConditionExpression="#kind = :kind",
             ExpressionAttributeNames={"#kind": "kind"},
-            ExpressionAttributeValues={":kind": _s(RUNNER)},
+            ExpressionAttributeValues={":kind": string_attr(RUNNER)},
             ConsistentRead=True,
         )
         return [loads(self._converter, i["record"]["S"], RunnerAssignment) for i in items]
 
-    # -- leases ----------------------------------------------------------------------
+    # -- leases (see runs_fleet_ec2.dynamodb_leases) ---------------------------------
     async def acquire_lease(
         self, name: str, owner: str, ttl_s: float, now: datetime
     ) -> Lease | None:
         """Take ``name`` for ``owner`` if free, expired (by ``now``) or already
         ``owner``'s (which extends it, same token); ``None`` while another holds it.
-
-        Read the lease item, decide, then write on condition that the item is still
-        as read (compare-and-set on owner and token). A new holding stores token + 1
-        in the same item, which survives releases, so tokens only grow. A lost race is
-        decided again from a fresh read, a few times at most.
-        """
-        expires_us = _epoch_us(now + timedelta(seconds=ttl_s))
-        for _ in range(_LEASE_ATTEMPTS):
-            current = await self._get(self.locks_table, _lock_key(LEASE, name))
-            decision = _lease_decision(current, owner, _epoch_us(now))
-            if decision is None:
-                return None
-            token, condition = decision
-            item = {
-                **_lock_key(LEASE, name),
-                "owner": _s(owner),
-                "token": _n(token),
-                "expires_us": _n(expires_us),
-            }
-            try:
-                await self._call("put_item", TableName=self.locks_table, Item=item, **condition)
-            except AdapterError as exc:
-                if _failed_condition(exc) is None:
-                    raise
-                continue
-            return Lease(
-                name=name, owner=owner, token=token, expires_at=now + timedelta(seconds=ttl_s)
-            )
-        return None
+        A compare-and-set on the lease item; tokens only grow."""
+        return await leases.acquire_lease(self._caller, self.locks_table, name, owner, ttl_s, now)
 
     async def renew_lease(self, lease: Lease, ttl_s: float, now: datetime) -> Lease | None:
-        """Move the expiry of ``lease`` to ``now + ttl_s`` on condition that owner and
-        token are still the stored ones (even past the expiry, as long as nobody took
-        it); ``None`` if it was lost or released."""
-        expires_at = now + timedelta(seconds=ttl_s)
-        try:
-            await self._call(
-                "update_item",
-                TableName=self.locks_table,
-                Key=_lock_key(LEASE, lease.name),
-                UpdateExpression="SET #expires = :expires",
-                **_held_by(lease.owner, lease.token, {":expires": _n(_epoch_us(expires_at))}),
-            )
-        except AdapterError as exc:
-            if _failed_condition(exc) is None:
-                raise
-            return None
-        return attrs.evolve(lease, expires_at=expires_at)
+        """Move the expiry of ``lease`` to ``now + ttl_s`` while owner and token are still
+        the stored ones (even past the expiry, as long as nobody took it); ``None`` if it
+        was lost or released."""
+        return await leases.renew_lease(self._caller, self.locks_table, lease, ttl_s, now)
 
     async def release_lease(self, lease: Lease) -> None:
         """Remove owner and expiry if ``lease`` is still the current holding (the token
         stays, so the next holding gets a larger one); else do nothing."""
-        try:
-            await self._call(
-                "update_item",
-                TableName=self.locks_table,
-                Key=_lock_key(LEASE, lease.name),
-                UpdateExpression="REMOVE #owner, #expires",
-                **_held_by(lease.owner, lease.token, {}),
-            )
-        except AdapterError as exc:
-            if _failed_condition(exc) is None:
-                raise
+        await leases.release_lease(self._caller, self.locks_table, lease)
 
     # -- pool configs ------------------------------------------------------------------
     async def put_pool(self, pool: PoolConfig) -> None:
         """Store (or overwrite) the config of ``pool.name``."""
-        item = {"name": _s(pool.name), "record": _s(dumps(self._converter, pool))}
+        item = {"name": string_attr(pool.name), "record": string_attr(dumps(self._converter, pool))}
         await self._call("put_item", TableName=self.pools_table, Item=item)
 
     async def get_pool(self, name: str) -> PoolConfig | None:
         """The pool's config, or ``None``."""
-        item = await self._get(self.pools_table, {"name": _s(name)})
+        item = await self._get(self.pools_table, {"name": string_attr(name)})
         return None if item is None else loads(self._converter, item["record"]["S"], PoolConfig)
 
     async def list_pools(self) -> Sequence[PoolConfig]:
@@ -406,52 +349,7 @@ class DynamoDBStateStore:
 
     async def delete_pool(self, name: str) -> None:
         """Remove the pool's config; removing a missing one is not an error."""
-        await self._call("delete_item", TableName=self.pools_table, Key={"name": _s(name)})
-
-
-def _lock_key(kind: str, name: str) -> dict[str, Any]:
-    return {"kind": _s(kind), "name": _s(name)}
-
-
-def _lease_decision(
-    current: dict[str, Any] | None, owner: str, now_us: int
-) -> tuple[int, dict[str, Any]] | None:
-    """For the lease item ``current``: ``None`` when another owner holds it, else the
-    token to write and the condition that the item is still as read."""
-    if current is None:
-        return 1, {
-            "ConditionExpression": "attribute_not_exists(#kind)",
-            "ExpressionAttributeNames": {"#kind": "kind"},
-        }
-    token = int(current["token"]["N"])
-    holder = current.get("owner", {}).get("S")
-    if holder is not None and now_us < int(current["expires_us"]["N"]):
-        if holder != owner:
-            return None
-        return token, _held_by(owner, token)  # the holder extends its lease
-    return token + 1, {  # free or expired: a new holding
-        "ConditionExpression": "#token = :token AND "
-        "(attribute_not_exists(#owner) OR #expires <= :now)",
-        "ExpressionAttributeNames": {
-            "#token": "token",
-            "#owner": "owner",
-            "#expires": "expires_us",
-        },
-        "ExpressionAttributeValues": {":token": _n(token), ":now": _n(now_us)},
-    }
-
-
-def _held_by(owner: str, token: int, values: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The condition "``owner`` and ``token`` are the stored ones"; with ``values``, for
-    an UpdateItem whose expression also uses ``#expires`` and those values."""
-    names = {"#owner": "owner", "#token": "token"}
-    if values is not None:
-        names["#expires"] = "expires_us"
-    return {
-        "ConditionExpression": "#owner = :owner AND #token = :token",
-        "ExpressionAttributeNames": names,
-        "ExpressionAttributeValues": {":owner": _s(owner), ":token": _n(token), **(values or {})},
-    }
+        await self._call("delete_item", TableName=self.pools_table, Key={"name": string_attr(name)})
 
 
 def _conflict(job_id: JobId, expected: int | None, found: dict[str, Any]) -> str:

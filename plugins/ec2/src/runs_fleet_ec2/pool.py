@@ -3,18 +3,9 @@
 A pool runner is an on-demand instance tagged ``runs-fleet:managed=true`` and
 ``runs-fleet:pool=<pool>``, launched by an instant EC2 Fleet from the pool's label with
 the same launch templates, catalog and overrides as a job's runner (:mod:`fleet`).
-What sets it apart from a job's instance, and how it is recognised:
-
-* No ``runs-fleet:job-id`` tag: no job exists when it starts. A job's own instance may
-  carry the pool tag too (a ``pool=`` job that found no free warm runner), so an
-  instance with a job tag is never treated as a pool runner.
-* No ``runs-fleet:runner-name`` (nor run id) tag: the runner name comes with the job
-  that claims the instance, and dispatch stores that job's config under the instance
-  id. An agent that finds no runner name among its tags is a warm runner and waits for
-  the config of its instance id.
-* Always on-demand, whatever the label says: a spot instance launched by a one-time
-  request cannot be stopped, only terminated, and a stopped warm runner is the point
-  of a pool. (Spot's discount would also be paid back by an interrupted idle runner.)
+Its request, and what sets it apart from a job's instance, are pure and live in
+:mod:`runs_fleet_ec2.pool_request`; this module holds the provider that launches,
+lists, starts, stops and terminates pool runners.
 
 Stopping and starting look at the tags first: an id that is not a live pool runner is
 refused with ``NotFoundError`` before anything is asked of EC2, so a stray id never
@@ -34,21 +25,45 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import attrs
-
 from runs_fleet_aws.calls import AwsCaller, error_code
 from runs_fleet_core.domain.ids import RunnerId
-from runs_fleet_core.domain.labels import LabelDefaults, parse_runs_on
+from runs_fleet_core.domain.labels import LabelDefaults
 from runs_fleet_core.domain.pool import PoolConfig
 from runs_fleet_core.domain.runner import PoolRunner, RunnerPhase
-from runs_fleet_core.domain.spec import Arch, RunnerSpec
-from runs_fleet_core.errors import AdapterError, LabelError, NotFoundError, ProviderError
+from runs_fleet_core.domain.spec import RunnerSpec
+from runs_fleet_core.errors import AdapterError, NotFoundError, ProviderError
 from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.ports import Clock, Metrics
 from runs_fleet_core.settings import Kind, Setting
 from runs_fleet_core.wiring import label_defaults
-from runs_fleet_ec2 import catalog, fleet, instances
+from runs_fleet_ec2 import fleet, instances
 from runs_fleet_ec2.fleet import FleetSettings
+from runs_fleet_ec2.pool_request import (
+    POOL_NAME_PREFIX,
+    build_pool_request,
+    is_pool_instance,
+    pool_arch,
+    pool_spec,
+    pool_tags,
+)
+
+__all__ = [
+    "DEFAULT_READY_TIMEOUT_S",
+    "LIST_PAGE_SIZE",
+    "MAX_BATCH",
+    "MAX_FILTER_VALUES",
+    "NAME",
+    "POLL_INTERVAL_S",
+    "READY_TIMEOUT",
+    "SETTINGS",
+    "Ec2PoolProvider",
+    "build_pool_request",
+    "from_context",
+    "is_pool_instance",
+    "pool_arch",
+    "pool_spec",
+    "pool_tags",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -88,92 +103,6 @@ _NOT_FOUND = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malform
 _WRONG_STATE = "IncorrectInstanceState"
 # "User initiated (2026-01-05 09:00:00 GMT)": when a stopped instance was stopped.
 _TRANSITION_RE = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?:GMT|UTC)\)")
-_POOL_NAME_PREFIX = "runs-fleet-pool-"
-
-
-def pool_spec(pool: PoolConfig, defaults: LabelDefaults) -> RunnerSpec:
-    """The spec ``pool``'s runners are launched from: its label, in the pool, on-demand.
-
-    A missing or invalid label, or one naming another pool, raises ``ProviderError``
-    (not retryable): reconciling that pool fails with the reason until its
-    configuration is fixed, and the other pools go on.
-    """
-    where = f"pool {pool.name}"
-    try:
-        spec = parse_runs_on(pool.label, defaults=defaults)
-    except LabelError as exc:
-        raise ProviderError(f"{where}: its label is invalid: {exc}", retryable=False) from exc
-    if spec is None:
-        raise ProviderError(
-            f"{where}: its label '{pool.label}' is not a runs-fleet label; set it to the "
-            f"runs-on label its runners serve, for example runs-fleet=pool/cpu=4/pool={pool.name}",
-            retryable=False,
-        )
-    if spec.pool is not None and spec.pool != pool.name:
-        raise ProviderError(
-            f"{where}: its label '{pool.label}' names pool {spec.pool}; drop pool= from "
-            f"it or write pool={pool.name}",
-            retryable=False,
-        )
-    return attrs.evolve(spec, pool=pool.name, spot=False)
-
-
-def pool_tags(spec: RunnerSpec, operator_tags: Mapping[str, str]) -> list[dict[str, str]]:
-    """The tags of a pool runner's instance and volumes: a job runner's tags without
-    the job, run, repository and runner name, ``Name`` = ``runs-fleet-pool-<pool>`` unless the
-    operator chose one."""
-    assert spec.pool is not None
-    tags = fleet.runner_tags(spec, _POOL_NAME_PREFIX + spec.pool, operator_tags)
-    dropped = {fleet.JOB_TAG, fleet.RUN_TAG, fleet.REPO_TAG, fleet.RUNNER_NAME_TAG}
-    return [tag for tag in tags if tag["Key"] not in dropped]
-
-
-def pool_arch(spec: RunnerSpec) -> Arch:
-    """The label's architecture, else arm64 when it fits (as for on-demand job
-    runners: there is no spot price to compare)."""
-    arches = catalog.arches_for(spec)
-    return spec.arch or (arches[0] if arches else Arch.ARM64)
-
-
-def build_pool_request(
-    spec: RunnerSpec,
-    settings: FleetSettings,
-    *,
-    arch: Arch,
-    count: int,
-    now: datetime,
-    token: str,
-) -> dict[str, Any]:
-    """The CreateFleet parameters that add ``count`` runners of ``spec``'s pool.
-
-    The job runner's request (:func:`fleet.build_request`), on-demand, with the
-    capacity, the pool's tags and the given client token. ``ProviderError`` (not
-    retryable) when no instance type fits the label.
-    """
-    name = _POOL_NAME_PREFIX + (spec.pool or "")
-    request = fleet.build_request(spec, settings, arch=arch, spot=False, runner_name=name, now=now)
-    request["TargetCapacitySpecification"] = {
-        "TotalTargetCapacity": count,
-        "DefaultTargetCapacityType": "on-demand",
-        "OnDemandTargetCapacity": count,
-    }
-    tags = pool_tags(spec, settings.tags)
-    request["TagSpecifications"] = [
-        {"ResourceType": "instance", "Tags": tags},
-        {"ResourceType": "volume", "Tags": tags},
-    ]
-    request["ClientToken"] = token
-    return request
-
-
-def is_pool_instance(instance: Mapping[str, Any]) -> bool:
-    """Whether ``instance`` is a runs-fleet pool runner: managed, in a pool, no job."""
-    tags = instances.tags(instance)
-    return (
-        tags.get(fleet.MANAGED_TAG) == "true"
-        and bool(tags.get(fleet.POOL_TAG))
-        and not tags.get(fleet.JOB_TAG)
-    )
 
 
 class Ec2PoolProvider:
@@ -299,7 +228,7 @@ class Ec2PoolProvider:
             arch=arch,
             count=count,
             now=self._clock.now(),
-            token=f"{_POOL_NAME_PREFIX}{uuid.uuid4().hex}",
+            token=f"{POOL_NAME_PREFIX}{uuid.uuid4().hex}",
         )
         try:
             response = await self._caller.call("ec2", "create_fleet", **request)
