@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from runs_fleet_cli import jobs as jobs_command
 from runs_fleet_cli import pools as pools_command
 from runs_fleet_core import __version__
 from runs_fleet_core.errors import ConfigError, RunsFleetError
@@ -22,7 +23,7 @@ from runs_fleet_core.settings import env_flag
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
 BUILT_IN = {
-    "agent", "demo", "labels", "config", "plugins", "pools", "scheduler", "serve", "worker",
+    "agent", "demo", "labels", "config", "jobs", "plugins", "pools", "scheduler", "serve", "worker",
 }  # fmt: skip
 SERVER_LIBRARIES = {"starlette", "uvicorn"}
 
@@ -145,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(handler=_builtin("plugins_list"))
     pools_command.add_parser(sub)
+    jobs_command.add_parser(sub)
     _add_server_commands(sub)
     return parser
 

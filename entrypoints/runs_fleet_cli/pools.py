@@ -110,10 +110,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def pools_list(args: argparse.Namespace) -> int:
     """Print every pool with its sizes."""
-    api = PoolsClient.from_env(args.server, os.environ)
+    api = ServerClient.from_env(args.server, os.environ)
     status, answer = api.call("GET", "/api/pools")
     if status != 200:
-        return _failed(args, api, status, answer)
+        return report_failure(args, api, status, answer)
     if args.json:
         emit_json(answer)
         return 0
@@ -145,10 +145,10 @@ def pools_list(args: argparse.Namespace) -> int:
 
 def pools_show(args: argparse.Namespace) -> int:
     """Print one pool's config and its runners."""
-    api = PoolsClient.from_env(args.server, os.environ)
+    api = ServerClient.from_env(args.server, os.environ)
     status, answer = api.call("GET", f"/api/pools/{quote(args.name, safe='')}")
     if status != 200:
-        return _failed(args, api, status, answer)
+        return report_failure(args, api, status, answer)
     if args.json:
         emit_json(answer)
         return 0
@@ -188,10 +188,10 @@ def pools_set(args: argparse.Namespace) -> int:
     }
     if args.idle_timeout is not None:
         body["idle_timeout_s"] = args.idle_timeout
-    api = PoolsClient.from_env(args.server, os.environ)
+    api = ServerClient.from_env(args.server, os.environ)
     status, answer = api.call("PUT", f"/api/pools/{quote(args.name, safe='')}", body)
     if status not in (200, 201):
-        return _failed(args, api, status, answer)
+        return report_failure(args, api, status, answer)
     if args.json:
         emit_json(answer)
         return 0
@@ -202,10 +202,10 @@ def pools_set(args: argparse.Namespace) -> int:
 
 def pools_delete(args: argparse.Namespace) -> int:
     """Delete one pool, or scale it to zero when it still has runners (exit 2)."""
-    api = PoolsClient.from_env(args.server, os.environ)
+    api = ServerClient.from_env(args.server, os.environ)
     status, answer = api.call("DELETE", f"/api/pools/{quote(args.name, safe='')}")
     if status != 200:
-        return _failed(args, api, status, answer)
+        return report_failure(args, api, status, answer)
     if args.json:
         emit_json(answer)
     else:
@@ -213,7 +213,7 @@ def pools_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-class PoolsClient:
+class ServerClient:
     """The server's pools API over HTTP: where it is, how we got there, the token."""
 
     def __init__(self, url: str, source: str, token: str | None) -> None:
@@ -222,7 +222,7 @@ class PoolsClient:
         self.token = token
 
     @classmethod
-    def from_env(cls, server: str | None, env: Mapping[str, str]) -> PoolsClient:
+    def from_env(cls, server: str | None, env: Mapping[str, str]) -> ServerClient:
         """The server from ``--server`` or the settings in ``env`` (environment, then
         ``RUNS_FLEET_CONFIG_FILE``), with the admin token if one is set. Raises
         ``ConfigError`` naming every problem with those settings."""
@@ -286,7 +286,7 @@ class PoolsClient:
         if not isinstance(answer, dict):
             raise RunsFleetError(
                 f"{self.url} answered HTTP {status} without a runs-fleet JSON answer: is it "
-                "a runs-fleet server with the pools API? Point this command at one with "
+                "a runs-fleet server? Point this command at one with "
                 f"--server URL or {PUBLIC_URL}"
             )
         return answer
@@ -388,7 +388,9 @@ def _print_config(pool: Mapping[str, Any]) -> None:
         sys.stdout.write(f"{key:<13} {value}\n")
 
 
-def _failed(args: argparse.Namespace, api: PoolsClient, status: int, answer: dict[str, Any]) -> int:
+def report_failure(
+    args: argparse.Namespace, api: ServerClient, status: int, answer: dict[str, Any]
+) -> int:
     """Print an API error (its problems one per line) and return the exit code."""
     if args.json:
         emit_json(answer)
