@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from runs_fleet_cli.output import emit_json, emit_table
-from runs_fleet_cli.pools import DEFAULT_LISTEN, ServerClient, report_failure
+from runs_fleet_cli.pools import ServerClient, report_failure, server_options
 from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.errors import RunsFleetError
 
@@ -63,14 +63,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Give the ``jobs`` parser its sub-commands, each with its handler as ``handler``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--server",
-        metavar="URL",
-        help="the runs-fleet server (default: RUNS_FLEET_PUBLIC_URL, else "
-        f"http://RUNS_FLEET_LISTEN, else http://{DEFAULT_LISTEN})",
-    )
-    common.add_argument("--json", action="store_true", help="print the server's JSON answer")
+    common = server_options()
     sub = parser.add_subparsers(dest="jobs_command", metavar="SUBCOMMAND", required=True)
     why = sub.add_parser(
         "why",

@@ -46,8 +46,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     return parser
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Give the ``pools`` parser its sub-commands, each with its handler as ``handler``."""
+def server_options() -> argparse.ArgumentParser:
+    """The options of every command that talks to the server (``--server``, ``--json``),
+    as a parent parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--server",
@@ -56,6 +57,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         f"http://RUNS_FLEET_LISTEN, else http://{DEFAULT_LISTEN})",
     )
     common.add_argument("--json", action="store_true", help="print the server's JSON answer")
+    return common
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Give the ``pools`` parser its sub-commands, each with its handler as ``handler``."""
+    common = server_options()
     sub = parser.add_subparsers(dest="pools_command", metavar="SUBCOMMAND", required=True)
     listing = sub.add_parser("list", parents=[common], help="list every pool and its sizes")
     listing.set_defaults(handler=pools_list)
