@@ -238,7 +238,6 @@ def main() -> int:
                 "RUNS_FLEET_GITHUB_APP_PRIVATE_KEY": "unused by the in-memory GitHub",
                 "RUNS_FLEET_SECURITY_GROUP_ID": "sg-0bench",
                 "RUNS_FLEET_INSTANCE_PROFILE_ARN": "arn:aws:iam::123456789012:instance-profile/r",
-                "RUNS_FLEET_QUEUE_URL": "placeholder, replaced below",
             }
         )
         env |= asyncio.run(_resources(env))

@@ -10,8 +10,9 @@ they cannot drift apart. Requires pytest and pytest-asyncio.
 from runs_fleet_core.testing.contracts import _rewrite  # noqa: F401
 from runs_fleet_core.testing.contracts.compute import PoolProviderContract, ProviderContract
 from runs_fleet_core.testing.contracts.configs import ConfigStoreContract
+from runs_fleet_core.testing.contracts.outbox import JobOutboxContract
 from runs_fleet_core.testing.contracts.queue import Advance, QueueContract
-from runs_fleet_core.testing.contracts.state import JobOutboxContract, StateStoreContract
+from runs_fleet_core.testing.contracts.state import StateStoreContract
 
 __all__ = [
     "Advance",

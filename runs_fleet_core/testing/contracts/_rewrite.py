@@ -10,6 +10,7 @@ import pytest
 pytest.register_assert_rewrite(
     "runs_fleet_core.testing.contracts.compute",
     "runs_fleet_core.testing.contracts.configs",
+    "runs_fleet_core.testing.contracts.outbox",
     "runs_fleet_core.testing.contracts.queue",
     "runs_fleet_core.testing.contracts.state",
 )
