@@ -16,13 +16,11 @@ is over (exit 75), to wait in the pool at no compute cost. Another instance wait
 its launch request returns, long before it boots, so the wait only covers a dispatcher
 that retries; then it exits 75 and terminates itself.
 
-Reports go to the orchestrator's SQS queue when the config names ``report_queue_url``:
-the body is the ``AgentReport`` as JSON (the core's message converter), the string
-attributes are ``kind=agent-report`` and ``token=<report_token>``; on a FIFO queue the
-group is the job id and the deduplication id ``<runner name>-<event>``. Otherwise
-``report_url`` is posted to as in local mode. An undelivered report is logged and never
-changes the exit code, which is the local agent's (the runner's own, 124, 128 + signal,
-127, 75, 78).
+Reports go to the orchestrator's SQS queue when the config names ``report_queue_url``
+(:class:`~runs_fleet_ec2.agent_reports.QueueReporter`, which owns the message format);
+otherwise ``report_url`` is posted to as in local mode. An undelivered report is logged
+and never changes the exit code, which is the local agent's (the runner's own, 124,
+128 + signal, 127, 75, 78).
 
 AWS calls go through an :class:`~runs_fleet_aws.calls.AwsCaller`, each awaited with
 ``asyncio.run``: :class:`~runs_fleet_ec2.ssm.SsmConfigStore` needs one, and its error
@@ -41,7 +39,6 @@ import math
 import os
 import time
 from collections.abc import Coroutine, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -57,11 +54,11 @@ from runs_fleet_agent.cli import (
 )
 from runs_fleet_agent.supervise import StopRequest, signal_exit_code
 from runs_fleet_aws.calls import AwsCaller
-from runs_fleet_core.converters import dumps, make_message_converter
-from runs_fleet_core.domain.ids import JobId, RunnerId
-from runs_fleet_core.domain.messages import AgentEvent, AgentReport
+from runs_fleet_core.domain.ids import RunnerId
 from runs_fleet_core.domain.runner import RunnerConfig
 from runs_fleet_core.errors import AdapterError
+from runs_fleet_ec2.agent_reports import REPORT_KIND as REPORT_KIND
+from runs_fleet_ec2.agent_reports import QueueReporter as QueueReporter
 from runs_fleet_ec2.fleet import POOL_TAG, RUNNER_NAME_TAG
 from runs_fleet_ec2.imds import Imds, ImdsError
 from runs_fleet_ec2.ssm import DEFAULT_PREFIX, PREFIX_SETTING, SsmConfigStore
@@ -73,7 +70,6 @@ RUNNER_NAME_VAR = "RUNS_FLEET_RUNNER_NAME"
 DEFAULT_POOL_WAIT_S = math.inf
 """A pool instance waits until its config comes or it is stopped (see above)."""
 DEFAULT_COLD_WAIT_S = 120.0
-REPORT_KIND = "agent-report"
 STOP = "stop_instances"
 TERMINATE = "terminate_instances"
 _log = logging.getLogger("runs_fleet_agent.ec2")
@@ -369,62 +365,6 @@ def _reporter(
     return QueueReporter(
         caller, queue_url, token, job_id=config.job_id, runner_name=config.runner_name
     )
-
-
-class QueueReporter:
-    """Sends the reports of one runner as messages to the orchestrator's SQS queue.
-
-    The token goes as a message attribute, so the orchestrator can check it before it
-    reads the body. Retries are botocore's (standard mode: throttling, HTTP 5xx and lost
-    connections, with exponential backoff and jitter), so they are not layered twice.
-    """
-
-    def __init__(
-        self, caller: AwsCaller, queue_url: str, token: str, *, job_id: JobId, runner_name: str
-    ) -> None:
-        self._caller = caller
-        self._queue_url = queue_url
-        self._token = token
-        self._job_id = job_id
-        self._runner_name = runner_name
-        self._converter = make_message_converter()
-        if not token:
-            _log.warning("the config has no report_token: the orchestrator will refuse the reports")
-
-    def send(
-        self, event: AgentEvent, *, exit_code: int | None = None, detail: str | None = None
-    ) -> bool:
-        """Send one report; ``True`` once SQS took it, ``False`` (logged) otherwise."""
-        report = AgentReport(
-            job_id=self._job_id,
-            runner_name=self._runner_name,
-            event=event,
-            at=datetime.now(UTC),
-            exit_code=exit_code,
-            detail=detail,
-        )
-        try:
-            _wait(self._caller.call("sqs", "send_message", **self._message(report)))
-        except AdapterError as exc:
-            problem = str(exc).replace(self._token, "***") if self._token else str(exc)
-            _log.error("could not deliver the %r report: %s", event.value, problem)
-            return False
-        _log.info("delivered the %r report", event.value)
-        return True
-
-    def _message(self, report: AgentReport) -> dict[str, Any]:
-        attributes = {"kind": {"DataType": "String", "StringValue": REPORT_KIND}}
-        if self._token:
-            attributes["token"] = {"DataType": "String", "StringValue": self._token}
-        params: dict[str, Any] = {
-            "QueueUrl": self._queue_url,
-            "MessageBody": dumps(self._converter, report),
-            "MessageAttributes": attributes,
-        }
-        if self._queue_url.endswith(".fifo"):
-            params["MessageGroupId"] = str(report.job_id)
-            params["MessageDeduplicationId"] = f"{report.runner_name}-{report.event.value}"
-        return params
 
 
 def _wait(awaitable: Coroutine[Any, Any, T]) -> T:

@@ -35,6 +35,7 @@ from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.ports import Metrics
 from runs_fleet_core.ports.events import RunnerEvent, RunnerEventKind
 from runs_fleet_core.settings import Setting
+from runs_fleet_ec2.agent_reports import REPORT_KIND
 from runs_fleet_ec2.provider import Ec2Provider
 
 EVENTS_QUEUE = "RUNS_FLEET_EVENTS_QUEUE_URL"
@@ -42,7 +43,6 @@ TERMINATION_QUEUE = "RUNS_FLEET_TERMINATION_QUEUE_URL"
 SPOT_WARNING = "EC2 Spot Instance Interruption Warning"
 STATE_CHANGE = "EC2 Instance State-change Notification"
 GONE_STATES = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
-REPORT_KIND = "agent-report"
 
 SETTINGS = (
     Setting(

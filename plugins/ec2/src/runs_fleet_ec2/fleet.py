@@ -20,8 +20,8 @@ Choices worth knowing:
   exists without the tags that housekeeping and the agent look for.
 * The ``ClientToken`` makes a retried request idempotent; see :func:`client_token`.
 * An instant fleet answers with the instance, or with ``Errors`` and no instance;
-  :func:`read_answer` and :data:`CAPACITY_CODES` tell which failures another market or
-  a later attempt may cure.
+  :mod:`runs_fleet_ec2.fleet_answer` reads it (re-exported here) and tells which
+  failures another market or a later attempt may cure.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ from runs_fleet_core.errors import ConfigError, ProviderError
 from runs_fleet_core.settings import Kind, Setting, Settings
 from runs_fleet_ec2 import catalog
 from runs_fleet_ec2.catalog import InstanceType
+from runs_fleet_ec2.fleet_answer import CAPACITY_CODES as CAPACITY_CODES
+from runs_fleet_ec2.fleet_answer import FleetAnswer as FleetAnswer
+from runs_fleet_ec2.fleet_answer import is_permanent as is_permanent
+from runs_fleet_ec2.fleet_answer import read_answer as read_answer
 
 TEMPLATE_NAME = "RUNS_FLEET_LAUNCH_TEMPLATE_NAME"
 TEMPLATE_VERSION = "RUNS_FLEET_LAUNCH_TEMPLATE_VERSION"
@@ -379,59 +383,3 @@ def _overrides(
             override["Priority"] = float(rank[placement.instance_type.name])
         overrides.append(override)
     return overrides
-
-
-CAPACITY_CODES = frozenset(
-    {
-        "InsufficientInstanceCapacity",
-        "MaxSpotInstanceCountExceeded",
-        "SpotMaxPriceTooLow",
-        "UnfulfillableCapacity",
-    }
-)
-"""Errors that mean "no capacity in this market now", after which the other market (or
-a later attempt) may well succeed."""
-
-_PERMANENT_PREFIXES = ("Invalid", "Unauthorized", "AuthFailure", "MissingParameter", "OptIn")
-
-
-def is_permanent(code: str) -> bool:
-    """Whether an EC2 error code says the request itself is wrong (a missing launch
-    template, a bad parameter, no permission), which no retry cures."""
-    return code.startswith(_PERMANENT_PREFIXES)
-
-
-@attrs.frozen(kw_only=True)
-class FleetAnswer:
-    """What one CreateFleet call gave: an instance, or error codes and messages."""
-
-    instance_id: str | None = None
-    instance_type: str = ""
-    subnet_id: str = ""
-    fleet_id: str = ""
-    errors: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def codes(self) -> list[str]:
-        """The distinct error codes, sorted."""
-        return sorted({code for code, _ in self.errors})
-
-
-def read_answer(response: Mapping[str, Any]) -> FleetAnswer:
-    """The first instance of an instant fleet's answer, or its errors."""
-    fleet_id = str(response.get("FleetId", ""))
-    for entry in response.get("Instances", []):
-        ids = entry.get("InstanceIds") or []
-        if ids:
-            overrides = entry.get("LaunchTemplateAndOverrides", {}).get("Overrides", {})
-            return FleetAnswer(
-                instance_id=str(ids[0]),
-                instance_type=str(entry.get("InstanceType", "")),
-                subnet_id=str(overrides.get("SubnetId", "")),
-                fleet_id=fleet_id,
-            )
-    errors = tuple(
-        (str(e.get("ErrorCode", "Unknown")), str(e.get("ErrorMessage", "")).strip())
-        for e in response.get("Errors", [])
-    )
-    return FleetAnswer(fleet_id=fleet_id, errors=errors)
