@@ -225,6 +225,49 @@ class TestValkeyJobOutbox(JobOutboxContract):
         deliveries = await queue.receive(10, 0.5)
         assert [d.message.job_id for d in deliveries] == [job.job_id]
 
+    async def test_a_burst_of_concurrent_webhooks_is_pipelined_and_each_caller_gets_its_answer(
+        self, state_store: ValkeyStateStore, queue: ValkeyQueue, clock: ManualClock, raw: Any
+    ) -> None:
+        """Calls made in one loop turn go out as one pipeline; every job is recorded and
+        queued once, and each duplicate (in the same burst) is told it lost."""
+        jobs = [make_job(100 + n, clock.now()) for n in range(60)]
+        calls = [(job, JobMessage.for_job(job, enqueued_at=clock.now())) for job in jobs]
+        calls += calls[:10]  # the same jobs again, in the same burst
+        raw.config_resetstat()
+        results = await asyncio.gather(
+            *(state_store.create_job_and_send(j, m, queue) for j, m in calls)
+        )
+        created = [r.job_id for r in results if r is not None]
+        assert sorted(created) == sorted(job.job_id for job in jobs)
+        assert results[60:] == [None] * 10
+        assert raw.xlen(queue.name) == 60
+        calls_made = int(raw.info("commandstats")["cmdstat_evalsha"]["calls"])
+        assert calls_made == 70
+        clients_used = int(raw.info("stats")["total_connections_received"])
+        assert clients_used < 10  # a pipeline, not one connection per caller
+
+    async def test_pipelined_calls_survive_the_server_losing_its_scripts(
+        self, state_store: ValkeyStateStore, queue: ValkeyQueue, clock: ManualClock, raw: Any
+    ) -> None:
+        """After a restart the server has no cached scripts: a pipelined call that meets
+        NOSCRIPT is sent again with its script, not failed."""
+        warm = make_job(1, clock.now())
+        await state_store.create_job_and_send(
+            warm, JobMessage.for_job(warm, enqueued_at=clock.now()), queue
+        )
+        raw.script_flush()
+        jobs = [make_job(200 + n, clock.now()) for n in range(5)]
+        results = await asyncio.gather(
+            *(
+                state_store.create_job_and_send(
+                    j, JobMessage.for_job(j, enqueued_at=clock.now()), queue
+                )
+                for j in jobs
+            )
+        )
+        assert all(r is not None for r in results)
+        assert raw.xlen(queue.name) == 6
+
 
 class TestValkeyStateStore(StateStoreContract):
     @pytest.fixture

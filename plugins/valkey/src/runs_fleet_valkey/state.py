@@ -32,6 +32,7 @@ from runs_fleet_core.domain.runner import RunnerAssignment
 from runs_fleet_core.errors import ConflictError
 from runs_fleet_core.ports.queue import Queue
 from runs_fleet_valkey import state_scripts
+from runs_fleet_valkey.batching import ScriptBatcher
 from runs_fleet_valkey.client import backend_errors, connect, server_address
 from runs_fleet_valkey.queue import ValkeyQueue
 
@@ -63,7 +64,9 @@ class ValkeyStateStore:
         self._converter = make_record_converter()
         self._server = server_address(client)
         self._put_job = client.register_script(state_scripts.PUT_JOB)
-        self._create_and_send = client.register_script(state_scripts.CREATE_JOB_AND_SEND)
+        self._create_and_send = ScriptBatcher(
+            client, client.register_script(state_scripts.CREATE_JOB_AND_SEND)
+        )
         self._assign = client.register_script(state_scripts.ASSIGN_RUNNER)
         self._release = client.register_script(state_scripts.RELEASE_RUNNER)
         self._acquire = client.register_script(state_scripts.ACQUIRE_LEASE)
