@@ -54,7 +54,7 @@ MODE_WIRING: dict[str, ModeWiring] = {
     "k8s": ModeWiring(
         provider="k8s",
         queue="valkey",
-        state_store="k8s",
+        state_store="configmap",
         config_store="k8s",
         metrics="prometheus",
         github="github",
@@ -98,6 +98,12 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     ),
     _s("QUEUE_ADAPTER", "queue adapter name, overriding the mode's default"),
     _s("STATE_ADAPTER", "state store adapter name, overriding the mode's default"),
+    _s(
+        "STATE_BACKEND",
+        "k8s mode: where job records, pool configs and locks live: configmap (ConfigMaps "
+        "and Leases, the default) or valkey (the queue's Valkey)",
+        choices=("configmap", "valkey"),
+    ),
     _s("CONFIG_ADAPTER", "runner config store adapter name, overriding the mode's default"),
     _s("METRICS_ADAPTER", "metrics sink name, overriding the mode's default"),
     _s("GITHUB_ADAPTER", "GitHub client name, overriding the mode's default"),
@@ -213,6 +219,14 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         kind=Kind.FLOAT,
         default=60.0,
         minimum=1,
+    ),
+    _s(
+        "SCHEDULER_LEASE_S",
+        "seconds the scheduler leader's lease lasts: when the leader dies, another replica "
+        "takes over within this time (keep it several times RUNS_FLEET_SCHEDULER_INTERVAL_S)",
+        kind=Kind.FLOAT,
+        default=180.0,
+        minimum=5,
     ),
     _s(
         "SHUTDOWN_DELAY_S",

@@ -27,6 +27,7 @@ from runs_fleet_core.ports import (
     Provider,
     Queue,
     RunnerEvents,
+    RunnerIdentity,
     StateStore,
 )
 from runs_fleet_core.settings import Setting, Settings, inspect_settings
@@ -125,7 +126,9 @@ def choose_wiring(settings: Settings) -> Wiring:
         backends=backends,
         default_backend=settings.get("RUNS_FLEET_DEFAULT_BACKEND") or backends[0],
         queue=settings.get("RUNS_FLEET_QUEUE_ADAPTER") or mode.queue,
-        state_store=settings.get("RUNS_FLEET_STATE_ADAPTER") or mode.state_store,
+        state_store=settings.get("RUNS_FLEET_STATE_ADAPTER")
+        or (settings.get("RUNS_FLEET_STATE_BACKEND") if settings.mode == "k8s" else None)
+        or mode.state_store,
         config_store=settings.get("RUNS_FLEET_CONFIG_ADAPTER") or mode.config_store,
         metrics=settings.get("RUNS_FLEET_METRICS_ADAPTER") or mode.metrics,
         github=settings.get("RUNS_FLEET_GITHUB_ADAPTER") or mode.github,
@@ -176,6 +179,8 @@ class Adapters:
     wiring: Wiring
     runner_events: Mapping[str, RunnerEvents] = attrs.field(factory=dict)
     """The runner event feed of each backend that has one."""
+    runner_identities: Mapping[str, RunnerIdentity] = attrs.field(factory=dict)
+    """The credential check of each backend whose runners fetch their config."""
 
 
 def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) -> Adapters:
@@ -190,6 +195,7 @@ def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) 
         context = AdapterContext(settings=settings, clock=clock, metrics=metrics)
         pool_backends = [b for b in wiring.backends if b in registry.pool_providers.names()]
         event_backends = [b for b in wiring.backends if b in registry.runner_events.names()]
+        identity_backends = [b for b in wiring.backends if b in registry.runner_identities.names()]
         return Adapters(
             providers={b: registry.providers.get(b)(context) for b in wiring.backends},
             pool_providers={b: registry.pool_providers.get(b)(context) for b in pool_backends},
@@ -201,6 +207,9 @@ def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) 
             clock=clock,
             wiring=wiring,
             runner_events={b: registry.runner_events.get(b)(context) for b in event_backends},
+            runner_identities={
+                b: registry.runner_identities.get(b)(context) for b in identity_backends
+            },
         )
     except PluginError as exc:
         raise ConfigError([str(exc)]) from exc

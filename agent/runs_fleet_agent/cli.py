@@ -50,18 +50,9 @@ class ReportSender(Protocol):
         ...
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The agent's command-line options."""
-    parser = argparse.ArgumentParser(
-        prog="runs-fleet-agent", description="Run one GitHub Actions job for runs-fleet."
-    )
-    parser.add_argument("--config-file", type=Path, required=True, help="this runner's config")
-    parser.add_argument(
-        "--wait-for-config",
-        type=float,
-        metavar="SECONDS",
-        help="wait up to SECONDS for the config file to appear (warm-pool runners)",
-    )
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :func:`run_job` that every agent (local, EC2, Kubernetes) takes:
+    the runner's directory, its runtime ceiling and the stop grace period."""
     parser.add_argument(
         "--runner-dir",
         type=Path,
@@ -77,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--grace", type=float, default=30.0, metavar="SECONDS", help="SIGTERM → SIGKILL delay"
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The agent's command-line options."""
+    parser = argparse.ArgumentParser(
+        prog="runs-fleet-agent", description="Run one GitHub Actions job for runs-fleet."
+    )
+    parser.add_argument("--config-file", type=Path, required=True, help="this runner's config")
+    parser.add_argument(
+        "--wait-for-config",
+        type=float,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the config file to appear (warm-pool runners)",
+    )
+    add_run_arguments(parser)
     parser.add_argument("--report-attempts", type=int, default=4, help=argparse.SUPPRESS)
     parser.add_argument("--report-backoff", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--report-timeout", type=float, default=10.0, help=argparse.SUPPRESS)

@@ -49,6 +49,12 @@ class StopRequest:
         """Whether a stop signal arrived."""
         return self.signum is not None
 
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` in short steps, waking early when a stop signal arrives."""
+        until = time.monotonic() + seconds
+        while not self.requested and (left := until - time.monotonic()) > 0:
+            time.sleep(min(0.1, left))
+
 
 def signal_exit_code(signum: int) -> int:
     """The shell convention for death by a signal: 128 + its number (SIGTERM: 143)."""

@@ -18,7 +18,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from runs_fleet_core.usecases.ephemeral import DEFAULT_IDLE_S, ephemeral_demand, retire_idle_pools
 from runs_fleet_core.usecases.housekeeping import Housekeeper
-from runs_fleet_core.usecases.leadership import Leadership
+from runs_fleet_core.usecases.leadership import DEFAULT_LEASE_S, Leadership
 from runs_fleet_core.usecases.pools import reconcile_pools
 from runs_fleet_core.wiring import Adapters
 
@@ -36,6 +36,7 @@ def build_leadership(
     owner: str | None = None,
     demand: Mapping[str, int] | None = None,
     ephemeral_idle_s: float = DEFAULT_IDLE_S,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> Leadership:
     """The leader's chores wired to ``adapters``: reconcile pools (ephemeral ones sized
     from recent demand, ``demand`` overriding it), retire ephemeral pools idle for
@@ -75,6 +76,7 @@ def build_leadership(
         metrics=adapters.metrics,
         owner=owner or replica_name(),
         chores=[("pools", pools), ("housekeeping", housekeeper.run)],
+        ttl_s=lease_s,
     )
 
 

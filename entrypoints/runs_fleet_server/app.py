@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from runs_fleet_server.agent import AgentReportsEndpoint
+from runs_fleet_server.agent_config import CONFIG_PATH, AgentConfigEndpoint
 from runs_fleet_server.bootstrap import REPORTS_PATH, Services
 from runs_fleet_server.jobs import JobsApi
 from runs_fleet_server.pools_api import PoolsApi
@@ -28,6 +29,7 @@ def create_app(services: Services) -> Starlette:
     routes = [
         Route("/webhook", WebhookEndpoint(services).handle, methods=["POST"]),
         Route(REPORTS_PATH, AgentReportsEndpoint(services).handle, methods=["POST"]),
+        Route(CONFIG_PATH, AgentConfigEndpoint(services).handle, methods=["GET"]),
         Route("/health", probes.health, methods=["GET"]),
         Route("/ready", probes.ready, methods=["GET"]),
         Route("/metrics", probes.metrics, methods=["GET"]),

@@ -84,6 +84,7 @@ async def _schedule(env: Mapping[str, str]) -> None:
                 build_leadership(
                     services.adapters,
                     ephemeral_idle_s=services.settings["RUNS_FLEET_EPHEMERAL_POOL_IDLE_S"],
+                    lease_s=services.settings["RUNS_FLEET_SCHEDULER_LEASE_S"],
                 ),
                 stop,
                 interval_s=services.scheduler_interval_s,

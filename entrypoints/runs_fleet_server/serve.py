@@ -82,6 +82,7 @@ async def serve(
         leadership = build_leadership(
             services.adapters,
             ephemeral_idle_s=services.settings["RUNS_FLEET_EPHEMERAL_POOL_IDLE_S"],
+            lease_s=services.settings["RUNS_FLEET_SCHEDULER_LEASE_S"],
         )
         loop = run_scheduler(leadership, worker_stop, interval_s=services.scheduler_interval_s)
         tasks.add(asyncio.create_task(loop, name="scheduler"))

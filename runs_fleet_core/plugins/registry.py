@@ -23,6 +23,7 @@ from runs_fleet_core.ports import (
     Provider,
     Queue,
     RunnerEvents,
+    RunnerIdentity,
     StateStore,
 )
 from runs_fleet_core.settings import Setting, Settings
@@ -102,6 +103,7 @@ class AdapterRegistry:
         "metrics",
         "github",
         "runner_events",
+        "runner_identity",
     )
 
     def __init__(self) -> None:
@@ -114,6 +116,9 @@ class AdapterRegistry:
         self.metrics: NamedOffers[Factory[Metrics]] = NamedOffers("metrics sink")
         self.github_clients: NamedOffers[Factory[GitHub]] = NamedOffers("GitHub client")
         self.runner_events: NamedOffers[Factory[RunnerEvents]] = NamedOffers("runner event feed")
+        self.runner_identities: NamedOffers[Factory[RunnerIdentity]] = NamedOffers(
+            "runner identity check"
+        )
 
     def add_provider(self, name: str, factory: Factory[Provider]) -> None:
         """Offer a compute backend; ``name`` is what ``backend=<name>`` selects."""
@@ -143,6 +148,11 @@ class AdapterRegistry:
         interruptions, vanished runners, agent reports sent through the backend)."""
         self.runner_events.add(name, factory, self.plugin)
 
+    def add_runner_identity(self, name: str, factory: Factory[RunnerIdentity]) -> None:
+        """Offer the check of credentials that runners of the backend of the same name
+        present to fetch their config (``GET /api/agent/config``)."""
+        self.runner_identities.add(name, factory, self.plugin)
+
     def provided_by(self, plugin: str) -> list[str]:
         """``kind:name`` of everything ``plugin`` offered (for ``runs-fleet plugins``)."""
         found = []
@@ -155,6 +165,7 @@ class AdapterRegistry:
             self.metrics,
             self.github_clients,
             self.runner_events,
+            self.runner_identities,
         ):
             found += [f"{table.kind}:{o.name}" for o in table.offers() if o.plugin == plugin]
         return found

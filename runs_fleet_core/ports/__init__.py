@@ -9,6 +9,7 @@ from runs_fleet_core.ports.compute import PoolProvider, Provider
 from runs_fleet_core.ports.configs import ConfigStore
 from runs_fleet_core.ports.events import RunnerEvent, RunnerEventKind, RunnerEvents
 from runs_fleet_core.ports.github import GitHub, GitHubRunner, JitConfig, JobStatusReport
+from runs_fleet_core.ports.identity import RunnerIdentity
 from runs_fleet_core.ports.observe import Clock, Metrics, SystemClock
 from runs_fleet_core.ports.queue import DeadLetter, Delivery, Queue
 from runs_fleet_core.ports.state import JobOutbox, StateStore
@@ -30,6 +31,7 @@ __all__ = [
     "RunnerEvent",
     "RunnerEventKind",
     "RunnerEvents",
+    "RunnerIdentity",
     "StateStore",
     "SystemClock",
 ]

@@ -18,6 +18,7 @@ from runs_fleet_core.errors import AdapterError
 from runs_fleet_core.ports import Clock, Metrics, StateStore
 
 Chore = Callable[[], Awaitable[object]]
+DEFAULT_LEASE_S = 180.0
 
 
 @attrs.define(kw_only=True)
@@ -30,7 +31,7 @@ class Leadership:
     owner: str
     chores: Sequence[tuple[str, Chore]]
     name: str = "runs-fleet-scheduler"
-    ttl_s: float = 180.0
+    ttl_s: float = DEFAULT_LEASE_S
     lease: Lease | None = None
 
     @property

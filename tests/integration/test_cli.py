@@ -104,7 +104,7 @@ def test_config_check_lists_every_problem_and_exits_2() -> None:
 
 
 def test_config_check_names_the_plugins_a_mode_needs() -> None:
-    """k8s mode has no plugin yet; ec2 mode's is named once it is disabled."""
+    """A mode's missing settings and, once its plugin is disabled, its adapters are named."""
     env = {
         "RUNS_FLEET_MODE": "k8s",
         "RUNS_FLEET_VALKEY_URL": "redis://valkey:6379/0",
@@ -115,10 +115,17 @@ def test_config_check_names_the_plugins_a_mode_needs() -> None:
     result = _cli("config", "check", "--json", **env)
     assert result.returncode == 2
     problems = json.loads(result.stdout)["problems"]
-    assert any(
-        "needs the provider 'k8s'" in p and "install a plugin that offers it" in p for p in problems
-    )
+    assert any("RUNS_FLEET_KUBE_RUNNER_IMAGE" in p for p in problems)
     assert "do-not-print-me" not in result.stdout + result.stderr
+    without = env | {
+        "RUNS_FLEET_KUBE_RUNNER_IMAGE": "example/runner:1",
+        "RUNS_FLEET_DISABLE_PLUGINS": "k8s",
+    }
+    result = _cli("config", "check", "--json", **without)
+    assert result.returncode == 2
+    problems = json.loads(result.stdout)["problems"]
+    assert any("needs the provider 'k8s'" in p for p in problems)
+    assert any("needs the state store 'configmap'" in p for p in problems)
 
     ec2 = env | {
         "RUNS_FLEET_MODE": "ec2",
