@@ -18,6 +18,7 @@ DISTRIBUTIONS = [
     "plugins/aws",
     "plugins/sqs",
     "plugins/ec2",
+    "plugins/k8s",
     "simulators/github",
 ]
 
@@ -67,6 +68,7 @@ def typecheck(session: nox.Session) -> None:
         "plugins/aws/src/runs_fleet_aws",
         "plugins/sqs/src/runs_fleet_sqs",
         "plugins/ec2/src/runs_fleet_ec2",
+        "plugins/k8s/src/runs_fleet_k8s",
     )
 
 
@@ -95,12 +97,15 @@ def bench(session: nox.Session) -> None:
     served for real (uvicorn subprocesses, embedded Valkey) against a bare Starlette
     endpoint, dispatch through Valkey, and the server's RSS; only 127.0.0.1 is used.
     ``bench/ec2.py``: EC2 mode against a moto server: AWS API calls per cold-start and
-    per warm-pool job, and dispatch throughput against raw SQS traffic.
+    per warm-pool job, and dispatch throughput against raw SQS traffic. ``bench/k8s.py``:
+    Kubernetes mode against the fake API server: API requests per cold-start and per
+    warm-pool job.
     """
     _install_project(session, "test")
     session.run("python", "bench/core.py")
     session.run("python", "bench/local.py")
     session.run("python", "bench/ec2.py")
+    session.run("python", "bench/k8s.py")
 
 
 @nox.session

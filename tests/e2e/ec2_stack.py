@@ -22,7 +22,7 @@ import boto3
 from runs_fleet_cli.demo.processes import free_port, wait_until_ready
 from runs_fleet_core.domain.spec import Arch
 from runs_fleet_ec2 import fleet
-from tests.e2e.local_stack import LocalStack, _clean_env, processes_in
+from tests.e2e.local_stack import LocalStack, _clean_env, closed_at_exit
 from tests.moto_server import MotoServer
 
 IMAGES = {Arch.ARM64: "ami-0a1b2c3d4e5f60001", Arch.AMD64: "ami-0a1b2c3d4e5f60002"}
@@ -105,17 +105,6 @@ class Ec2Stack(LocalStack):
         wait_until_ready(f"{self.api}/ready", process, self.logs[process.pid], 30)
         return process
 
-    def pools(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``runs-fleet pools …`` against this stack's server."""
-        return subprocess.run(
-            [sys.executable, "-m", "runs_fleet_cli", "pools", *args, "--server", self.api],
-            env=_clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
     # --- AWS as the test sees it --------------------------------------------------------
 
     def instances(self, **tags: str) -> list[dict[str, Any]]:
@@ -165,10 +154,5 @@ class Ec2Stack(LocalStack):
 
 def ec2_stack(workdir: Path, aws: MotoServer, **options: Any) -> Iterator[Ec2Stack]:
     """An :class:`Ec2Stack` that is closed (and checked to leave no process) on exit."""
-    stack = Ec2Stack(workdir, aws, **options)
-    try:
+    with closed_at_exit(Ec2Stack(workdir, aws, **options)) as stack:
         yield stack
-    finally:
-        stack.close()
-    left = processes_in(workdir)
-    assert not left, f"processes outlived the test in {workdir}: {left}"

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +33,7 @@ from runs_fleet_cli.demo.processes import (
 from runs_fleet_local.embedded_valkey import valkey_server_executable
 
 T = TypeVar("T")
+S = TypeVar("S", bound="LocalStack")
 
 REPOSITORY = "octo-org/e2e"
 RUN_ID = 4242
@@ -135,6 +137,8 @@ class LocalStack:
     ) -> None:
         self.workdir = workdir
         self.state_dir = workdir / "state"
+        self.host = "127.0.0.1"
+        """Where the simulator listens (runners must reach it)."""
         self.api_port = free_port()
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.simulator = ""
@@ -161,10 +165,10 @@ class LocalStack:
             "--webhook-url", f"{self.api}/webhook",
             "--webhook-secret-file", str(self.workdir / "webhook.secret"),
             "--repo", REPOSITORY, "--runner-dir", str(self.workdir / "runner"),
-            "--job-seconds", f"{job_seconds:g}", "--host", "127.0.0.1", "--port", str(port),
+            "--job-seconds", f"{job_seconds:g}", "--host", self.host, "--port", str(port),
         ]  # fmt: skip
         process = self._start("github-simulator", argv, _clean_env())
-        self.simulator = f"http://127.0.0.1:{port}"
+        self.simulator = f"http://{self.host}:{port}"
         wait_until_ready(
             f"{self.simulator}/_simulator/jobs", process, self.logs[process.pid], START_TIMEOUT_S
         )
@@ -195,6 +199,17 @@ class LocalStack:
         """``runs-fleet worker`` (it has no readiness endpoint: it starts taking jobs
         once its adapters are up)."""
         return self._start("runs-fleet-worker", ["-m", "runs_fleet_cli", "worker"], self.env())
+
+    def pools(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``runs-fleet pools …`` against this stack's server."""
+        return subprocess.run(
+            [sys.executable, "-m", "runs_fleet_cli", "pools", *args, "--server", self.api],
+            env=_clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def _start(self, name: str, argv: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         self._count += 1
@@ -328,15 +343,19 @@ def _clean_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def local_stack(workdir: Path, **options: Any) -> Iterator[LocalStack]:
-    """A :class:`LocalStack` that is closed (and checked to leave no process) on exit."""
-    stack = LocalStack(workdir, **options)
+def closed_at_exit(stack: S) -> Iterator[S]:
+    """``stack``, closed on exit and then checked to have left no process behind."""
     try:
         yield stack
     finally:
         stack.close()
-    left = processes_in(workdir)
-    assert not left, f"processes outlived the test in {workdir}: {left}"
+    left = processes_in(stack.workdir)
+    assert not left, f"processes outlived the test in {stack.workdir}: {left}"
+
+
+def local_stack(workdir: Path, **options: Any) -> contextlib.AbstractContextManager[LocalStack]:
+    """A :class:`LocalStack` that is closed (and checked to leave no process) on exit."""
+    return closed_at_exit(LocalStack(workdir, **options))
 
 
 def send_signal(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:

@@ -47,6 +47,7 @@ from runs_fleet_agent.cli import (
     EXIT_BAD_CONFIG,
     EXIT_NO_CONFIG_YET,
     ReportSender,
+    add_run_arguments,
     configure_logging,
     handling_stop_signals,
     http_reporter,
@@ -77,11 +78,7 @@ _log = logging.getLogger("runs_fleet_agent.ec2")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the agent's options to ``parser``."""
-    parser.add_argument(
-        "--runner-dir",
-        default=os.environ.get("RUNS_FLEET_RUNNER_DIR") or None,
-        help="the GitHub Actions runner's directory (default: $RUNS_FLEET_RUNNER_DIR)",
-    )
+    add_run_arguments(parser)
     parser.add_argument(
         "--wait-for-config",
         type=float,
@@ -89,15 +86,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="wait up to SECONDS for this instance's config, then exit 75 and stop (a "
         "warm-pool instance) or terminate (any other) the instance (default: a warm-pool "
         f"instance waits as long as it runs, any other {DEFAULT_COLD_WAIT_S:g})",
-    )
-    parser.add_argument(
-        "--max-runtime",
-        type=float,
-        metavar="SECONDS",
-        help="stop the runner after SECONDS (default: the config's max_runtime_s, or 6 h)",
-    )
-    parser.add_argument(
-        "--grace", type=float, default=30.0, metavar="SECONDS", help="SIGTERM → SIGKILL delay"
     )
     parser.add_argument(
         "--ssm-prefix",
@@ -320,7 +308,7 @@ def wait_for_config(
         if remaining <= 0:
             _log.error("no config for this instance within %gs", wait_s)
             return EXIT_NO_CONFIG_YET
-        _sleep(min(poll_s, remaining), stop)
+        stop.sleep(min(poll_s, remaining))
 
 
 def _delete(store: SsmConfigStore, runner_id: RunnerId) -> None:
@@ -370,10 +358,3 @@ def _reporter(
 def _wait(awaitable: Coroutine[Any, Any, T]) -> T:
     """Run one AWS call of the async adapters to its end from this synchronous program."""
     return asyncio.run(awaitable)
-
-
-def _sleep(seconds: float, stop: StopRequest) -> None:
-    """Sleep ``seconds`` in short steps, waking early when a stop signal arrives."""
-    until = time.monotonic() + seconds
-    while not stop.requested and (left := until - time.monotonic()) > 0:
-        time.sleep(min(0.1, left))

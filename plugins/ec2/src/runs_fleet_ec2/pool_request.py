@@ -29,10 +29,10 @@ from typing import Any
 
 import attrs
 
-from runs_fleet_core.domain.labels import LabelDefaults, parse_runs_on
+from runs_fleet_core.domain.labels import LabelDefaults
 from runs_fleet_core.domain.pool import PoolConfig
+from runs_fleet_core.domain.pool_labels import pool_spec as spec_of_pool
 from runs_fleet_core.domain.spec import Arch, RunnerSpec
-from runs_fleet_core.errors import LabelError, ProviderError
 from runs_fleet_ec2 import catalog, fleet, instances
 from runs_fleet_ec2.fleet import FleetSettings
 
@@ -41,30 +41,10 @@ POOL_NAME_PREFIX = "runs-fleet-pool-"
 
 
 def pool_spec(pool: PoolConfig, defaults: LabelDefaults) -> RunnerSpec:
-    """The spec ``pool``'s runners are launched from: its label, in the pool, on-demand.
-
-    A missing or invalid label, or one naming another pool, raises ``ProviderError``
-    (not retryable): reconciling that pool fails with the reason until its
-    configuration is fixed, and the other pools go on.
-    """
-    where = f"pool {pool.name}"
-    try:
-        spec = parse_runs_on(pool.label, defaults=defaults)
-    except LabelError as exc:
-        raise ProviderError(f"{where}: its label is invalid: {exc}", retryable=False) from exc
-    if spec is None:
-        raise ProviderError(
-            f"{where}: its label '{pool.label}' is not a runs-fleet label; set it to the "
-            f"runs-on label its runners serve, for example runs-fleet=pool/cpu=4/pool={pool.name}",
-            retryable=False,
-        )
-    if spec.pool is not None and spec.pool != pool.name:
-        raise ProviderError(
-            f"{where}: its label '{pool.label}' names pool {spec.pool}; drop pool= from "
-            f"it or write pool={pool.name}",
-            retryable=False,
-        )
-    return attrs.evolve(spec, pool=pool.name, spot=False)
+    """The spec ``pool``'s runners are launched from: its label, in the pool, on-demand
+    (a stopped spot instance may be reclaimed; see the core's ``pool_spec`` for the
+    label checks)."""
+    return attrs.evolve(spec_of_pool(pool, defaults), spot=False)
 
 
 def pool_tags(spec: RunnerSpec, operator_tags: Mapping[str, str]) -> list[dict[str, str]]:
