@@ -124,9 +124,11 @@ class Completion:
 
     async def _clean_up(self, job: Job) -> None:
         """Delete the job's runner config and free its warm runner, whatever path it took."""
-        await self.configs.delete(RunnerId(runner_name_for(job.job_id, job.attempt)))
+        cold = RunnerId(runner_name_for(job.job_id, job.attempt))
+        await self.configs.delete(cold)
         if job.runner_id is not None:
-            await self.configs.delete(job.runner_id)
+            if job.runner_id != cold:  # a warm runner's config is under its own id
+                await self.configs.delete(job.runner_id)
             await self.state.release_runner(job.runner_id, job.job_id)
 
     def _observe(self, job: Job) -> None:

@@ -151,6 +151,40 @@ async def test_two_replicas_replacing_from_one_version_get_exactly_one_winner(
     assert await replica.get_job(JobId(1)) == winners[0]
 
 
+async def test_a_job_this_store_last_wrote_is_replaced_in_one_request(
+    store: ConfigMapStateStore, kube_api: KubeApi, clock: ManualClock
+) -> None:
+    """The store remembers the resourceVersion of what it wrote or read, so the next
+    conditional write skips the read: the API server's 409 is the check."""
+    created = await store.put_job(make_job(1, clock.now()), expect_version=None)
+    before = kube_api.server.request_count()
+    claimed = await store.put_job(
+        created.transition(JobStatus.CLAIMED, at=clock.advance(1), claim_owner="a"),
+        expect_version=1,
+    )
+    assert kube_api.server.request_count() - before == 1
+    assert kube_api.server.request_count(verb="update", resource="configmaps") >= 1
+    assert (await store.get_job(JobId(1))) == claimed
+
+
+async def test_a_remembered_version_another_replica_moved_on_is_refused_not_overwritten(
+    store: ConfigMapStateStore, replica: ConfigMapStateStore, clock: ManualClock
+) -> None:
+    created = await store.put_job(make_job(1, clock.now()), expect_version=None)
+    seen = await replica.get_job(JobId(1))
+    assert seen is not None
+    moved = await replica.put_job(
+        seen.transition(JobStatus.CLAIMED, at=clock.advance(1), claim_owner="b"),
+        expect_version=1,
+    )
+    with pytest.raises(ConflictError, match="at version 2, not 1"):
+        await store.put_job(
+            created.transition(JobStatus.CLAIMED, at=clock.advance(1), claim_owner="a"),
+            expect_version=1,
+        )
+    assert await store.get_job(JobId(1)) == moved
+
+
 async def test_a_conflict_on_an_unchanged_job_is_decided_again_and_written(
     store: ConfigMapStateStore, kube_api: KubeApi, clock: ManualClock
 ) -> None:

@@ -22,6 +22,7 @@ a finished job. Every replica may do so; deletes are conditional, so they never 
 
 from __future__ import annotations
 
+import collections
 import logging
 import uuid
 from collections.abc import Sequence
@@ -51,6 +52,8 @@ RETENTION_SETTING = "RUNS_FLEET_KUBE_JOB_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 30
 MAX_RETENTION_DAYS = 366
 DEFAULT_PAGE_SIZE = 250
+SEEN_MAX = 4096
+"""Jobs whose last seen resourceVersion a store remembers (enough for the jobs in flight)."""
 DEFAULT_PURGE_INTERVAL_S = 600.0
 PURGE_BATCH = 200
 """Most records one purge deletes, so the write that triggers it stays quick; the rest
@@ -101,9 +104,23 @@ class ConfigMapStateStore:
         self.purge_interval = timedelta(seconds=purge_interval_s)
         self._last_purge: datetime | None = None
         self._converter = make_record_converter()
+        self._seen: collections.OrderedDict[JobId, tuple[int, str]] = collections.OrderedDict()
+        """Job id -> (job version, ConfigMap resourceVersion) last read or written here."""
 
     def __repr__(self) -> str:
         return f"ConfigMapStateStore(namespace={self.namespace!r})"
+
+    def _remember(self, job: Job, obj: Any) -> Job:
+        """Note that ``job``'s record was at ``obj``'s resourceVersion: a replace of that
+        version can then go straight to the API server, which refuses it (409) if anything
+        wrote the record since, so the check stays on the server."""
+        version = getattr(getattr(obj, "metadata", None), "resource_version", None)
+        if version:
+            self._seen[job.job_id] = (job.version, str(version))
+            self._seen.move_to_end(job.job_id)
+            while len(self._seen) > SEEN_MAX:
+                self._seen.popitem(last=False)
+        return job
 
     def _decode(self, obj: Any, key: str, cls: type[T]) -> T:
         """The record in data key ``key`` of ConfigMap ``obj``; ``AdapterError`` naming
@@ -142,38 +159,49 @@ class ConfigMapStateStore:
             write_id=uuid.uuid4().hex,
         )
         if expect_version is None:
-            await self._create_job(job.job_id, body)
+            written = await self._create_job(job.job_id, body)
         else:
-            await self._replace_job(job.job_id, expect_version, body)
+            written = await self._replace_job(job.job_id, expect_version, body)
         if stored.final:
             await self._purge_now_and_then()
-        return loads(self._converter, payload, Job)
+        return self._remember(loads(self._converter, payload, Job), written)
 
-    async def _create_job(self, job_id: JobId, body: dict[str, Any]) -> None:
+    async def _create_job(self, job_id: JobId, body: dict[str, Any]) -> Any:
         try:
-            await self._caller.call(
+            return await self._caller.call(
                 self._caller.core.create_namespaced_config_map, self.namespace, body
             )
-            return
         except KubeApiError as exc:
             if not exc.already_exists:
                 raise
         current = await records.read_config_map(self._caller, body["metadata"]["name"])
         if current is not None and records.write_id_of(current) == _write_id(body):
-            return  # our own create, resent after its answer was lost
+            return current  # our own create, resent after its answer was lost
         found = None if current is None else self._decode(current, records.JOB_KEY, Job).version
         raise ConflictError(_conflict(job_id, None, found))
 
-    async def _replace_job(self, job_id: JobId, expected: int, body: dict[str, Any]) -> None:
-        """Read, check the stored version, replace at the read ``resourceVersion``; on a
-        409 read and check again (a few times), and never write without the check."""
+    async def _replace_job(self, job_id: JobId, expected: int, body: dict[str, Any]) -> Any:
+        """Replace at the ``resourceVersion`` this store last saw the record at with
+        version ``expected``, if it saw it; otherwise (or on a 409) read, check the stored
+        version, replace at the read ``resourceVersion``, and on a 409 read and check again
+        (a few times). Nothing is ever written without one of the two checks."""
         name = body["metadata"]["name"]
+        seen = self._seen.pop(job_id, None)
+        if seen is not None and seen[0] == expected:
+            body["metadata"]["resourceVersion"] = seen[1]
+            try:
+                return await self._caller.call(
+                    self._caller.core.replace_namespaced_config_map, name, self.namespace, body
+                )
+            except KubeApiError as exc:
+                if not (exc.conflict or exc.not_found):
+                    raise
         for attempt in range(_WRITE_ATTEMPTS + 1):
             current = await records.read_config_map(self._caller, name)
             if current is None:
                 raise ConflictError(_conflict(job_id, expected, None))
             if records.write_id_of(current) == _write_id(body):
-                return  # our own replace, resent after its answer was lost
+                return current  # our own replace, resent after its answer was lost
             found = self._decode(current, records.JOB_KEY, Job).version
             if found != expected:
                 raise ConflictError(_conflict(job_id, expected, found))
@@ -181,10 +209,9 @@ class ConfigMapStateStore:
                 break
             body["metadata"]["resourceVersion"] = current.metadata.resource_version
             try:
-                await self._caller.call(
+                return await self._caller.call(
                     self._caller.core.replace_namespaced_config_map, name, self.namespace, body
                 )
-                return
             except KubeApiError as exc:
                 if not (exc.conflict or exc.not_found):
                     raise
@@ -197,7 +224,7 @@ class ConfigMapStateStore:
     async def get_job(self, job_id: JobId) -> Job | None:
         """The stored job, or ``None``."""
         obj = await records.read_config_map(self._caller, records.job_record_name(job_id))
-        return None if obj is None else self._decode(obj, records.JOB_KEY, Job)
+        return None if obj is None else self._remember(self._decode(obj, records.JOB_KEY, Job), obj)
 
     async def list_jobs(
         self, *, status: JobStatus | None = None, pool: str | None = None
@@ -212,7 +239,7 @@ class ConfigMapStateStore:
         if pool is not None:
             labels[names.POOL] = names.label_value(pool)
         found = await self._list(records.JOB_RECORD, **labels)
-        jobs = (self._decode(obj, records.JOB_KEY, Job) for obj in found)
+        jobs = (self._remember(self._decode(obj, records.JOB_KEY, Job), obj) for obj in found)
         return sorted(
             (
                 job
