@@ -229,6 +229,22 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         minimum=5,
     ),
     _s(
+        "HEAL_AFTER_S",
+        "seconds an unfinished job may go without a status change before the scheduler "
+        "asks GitHub about it (a lost webhook); the answer settles it as the webhook would have",
+        kind=Kind.FLOAT,
+        default=600.0,
+        minimum=10,
+    ),
+    _s(
+        "RELAUNCH_AFTER_S",
+        "seconds a job may wait for a runner that GitHub never saw take it before its runner "
+        "is removed and the job dispatched again as its next attempt",
+        kind=Kind.FLOAT,
+        default=900.0,
+        minimum=10,
+    ),
+    _s(
         "SHUTDOWN_DELAY_S",
         "seconds the server keeps serving, with /ready answering 503, after SIGTERM "
         "before it stops accepting connections (lets a load balancer stop routing to it)",

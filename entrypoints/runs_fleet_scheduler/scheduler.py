@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from runs_fleet_core.usecases.completion import Completion
 from runs_fleet_core.usecases.ephemeral import DEFAULT_IDLE_S, ephemeral_demand, retire_idle_pools
+from runs_fleet_core.usecases.healing import (
+    DEFAULT_HEAL_AFTER_S,
+    DEFAULT_RELAUNCH_AFTER_S,
+    Healer,
+)
 from runs_fleet_core.usecases.housekeeping import Housekeeper
 from runs_fleet_core.usecases.leadership import DEFAULT_LEASE_S, Leadership
 from runs_fleet_core.usecases.pools import reconcile_pools
@@ -37,10 +43,30 @@ def build_leadership(
     demand: Mapping[str, int] | None = None,
     ephemeral_idle_s: float = DEFAULT_IDLE_S,
     lease_s: float = DEFAULT_LEASE_S,
+    heal_after_s: float = DEFAULT_HEAL_AFTER_S,
+    relaunch_after_s: float = DEFAULT_RELAUNCH_AFTER_S,
 ) -> Leadership:
     """The leader's chores wired to ``adapters``: reconcile pools (ephemeral ones sized
     from recent demand, ``demand`` overriding it), retire ephemeral pools idle for
-    ``ephemeral_idle_s``, then housekeeping."""
+    ``ephemeral_idle_s``, then housekeeping, then healing (jobs whose webhook never
+    came, settled against GitHub's view of them)."""
+    healer = Healer(
+        state=adapters.state,
+        queue=adapters.queue,
+        github=adapters.github,
+        completion=Completion(
+            state=adapters.state,
+            configs=adapters.configs,
+            queue=adapters.queue,
+            clock=adapters.clock,
+            metrics=adapters.metrics,
+        ),
+        providers=adapters.providers,
+        clock=adapters.clock,
+        metrics=adapters.metrics,
+        check_after_s=heal_after_s,
+        relaunch_after_s=relaunch_after_s,
+    )
     housekeeper = Housekeeper(
         state=adapters.state,
         queue=adapters.queue,
@@ -75,7 +101,7 @@ def build_leadership(
         clock=adapters.clock,
         metrics=adapters.metrics,
         owner=owner or replica_name(),
-        chores=[("pools", pools), ("housekeeping", housekeeper.run)],
+        chores=[("pools", pools), ("housekeeping", housekeeper.run), ("healing", healer.heal)],
         ttl_s=lease_s,
     )
 

@@ -85,6 +85,8 @@ async def _schedule(env: Mapping[str, str]) -> None:
                     services.adapters,
                     ephemeral_idle_s=services.settings["RUNS_FLEET_EPHEMERAL_POOL_IDLE_S"],
                     lease_s=services.settings["RUNS_FLEET_SCHEDULER_LEASE_S"],
+                    heal_after_s=services.settings["RUNS_FLEET_HEAL_AFTER_S"],
+                    relaunch_after_s=services.settings["RUNS_FLEET_RELAUNCH_AFTER_S"],
                 ),
                 stop,
                 interval_s=services.scheduler_interval_s,

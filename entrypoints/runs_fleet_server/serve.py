@@ -83,6 +83,8 @@ async def serve(
             services.adapters,
             ephemeral_idle_s=services.settings["RUNS_FLEET_EPHEMERAL_POOL_IDLE_S"],
             lease_s=services.settings["RUNS_FLEET_SCHEDULER_LEASE_S"],
+            heal_after_s=services.settings["RUNS_FLEET_HEAL_AFTER_S"],
+            relaunch_after_s=services.settings["RUNS_FLEET_RELAUNCH_AFTER_S"],
         )
         loop = run_scheduler(leadership, worker_stop, interval_s=services.scheduler_interval_s)
         tasks.add(asyncio.create_task(loop, name="scheduler"))

@@ -122,6 +122,11 @@ class Completion:
         if job.runner_name is not None and job.runner_name != runner_name:
             self.metrics.increment("runner_mismatches")
 
+    async def forget_runner(self, job: Job) -> None:
+        """Delete the runner config of ``job``'s current attempt and free its warm runner
+        (the job ended, or it is about to be dispatched again)."""
+        await self._clean_up(job)
+
     async def _clean_up(self, job: Job) -> None:
         """Delete the job's runner config and free its warm runner, whatever path it took."""
         cold = RunnerId(runner_name_for(job.job_id, job.attempt))

@@ -1,8 +1,9 @@
 """Housekeeping: find and remove what the happy path left behind.
 
 * Orphan runners: a runner the provider still has whose job is finished, unknown, or
-  served by another runner. Terminated after a grace period (a runner just launched may
-  not have its job recorded yet).
+  served by another runner, or that GitHub passed over (it gave the runner's job to
+  another runner with the same labels and this one took no other job). Terminated after
+  a grace period (a runner just launched may not have its job recorded yet).
 * Stale runner configs: configs whose job is finished or unknown (they hold secrets).
 * Unsent jobs: queued jobs whose message never reached the queue (intake crashed between
   recording and enqueueing) are enqueued again.
@@ -65,7 +66,25 @@ def is_orphan(
         return False
     if job is None or job.final:
         return True
-    return job.runner_id is not None and job.runner_id != runner.runner_id
+    if job.runner_id is not None and job.runner_id != runner.runner_id:
+        return True
+    return _passed_over(runner, job, now, grace_s)
+
+
+def _passed_over(runner: RunnerState, job: Job, now: datetime, grace_s: float) -> bool:
+    """GitHub gave ``runner``'s job to another runner (same labels), and ``runner`` has
+    not taken any other job since: it would sit idle until its job ends. ``grace_s``
+    counts from the swap, so a runner that took another job in the meantime is seen
+    busy (its ``in_progress`` has arrived) before it could be removed."""
+    name = runner.runner_name or runner.runner_id
+    if (
+        job.status is not JobStatus.RUNNING
+        or not job.observed_runner
+        or job.observed_runner == name
+    ):
+        return False
+    swapped = job.entered(JobStatus.RUNNING)
+    return swapped is not None and (now - swapped).total_seconds() >= grace_s
 
 
 @attrs.define(kw_only=True)

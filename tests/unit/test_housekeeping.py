@@ -93,9 +93,35 @@ async def test_a_runner_github_gave_another_job_is_not_reaped_when_its_own_job_e
     await _finish(world, 1)  # job 1 ends; the runner launched for it still runs job 2
     world.clock.advance(601)
     report = await world.housekeeper().run()
-    assert report.terminated == ()
     job = await world.state.get_job(JobId(2))
     assert job is not None and job.observed_runner == runner_name_for(JobId(1), 1)
+    # job 2's runner ran job 1, which ended: it goes; job 1's runner, busy with job 2, stays
+    assert report.terminated == (job.runner_id,)
     await _finish(world, 2)
     report = await world.housekeeper().run()
-    assert len(report.terminated) == 2
+    assert len(report.terminated) == 1
+
+
+async def test_a_runner_passed_over_for_its_job_is_removed_once_the_swap_is_old_enough(
+    world: World,
+) -> None:
+    """GitHub runs job 1 on job 2's runner; job 2 has no job for job 1's runner to take
+    (it waits elsewhere): job 1's runner would idle until job 1 ends, so it goes after
+    the grace period, counted from the swap."""
+    from runs_fleet_core.domain.ids import runner_name_for
+
+    await world.intake().take(event(1))
+    await world.intake().take(event(2))
+    await world.dispatch_all()
+    world.clock.advance(601)  # both runners are past their launch grace
+    started = event(
+        1, action=WorkflowJobAction.IN_PROGRESS, runner_name=runner_name_for(JobId(2), 1)
+    )
+    await world.completion().job_started(started)
+    keeper = world.housekeeper()
+    assert (await keeper.run()).terminated == ()  # the swap is too recent
+    world.clock.advance(601)
+    report = await keeper.run()
+    job_1 = await world.state.get_job(JobId(1))
+    assert job_1 is not None
+    assert report.terminated == (job_1.runner_id,)  # job 2's runner runs job 1: kept

@@ -1,0 +1,134 @@
+"""Healing: jobs whose webhook never came are settled from GitHub's view of them."""
+
+from __future__ import annotations
+
+from runs_fleet_core.domain.ids import JobId
+from runs_fleet_core.domain.job import Job, JobStatus
+from runs_fleet_core.domain.runner import RunnerPhase
+from runs_fleet_core.ports.github import JobStatusReport
+from runs_fleet_core.usecases.healing import Healer
+
+from .conftest import World, event
+
+
+def _healer(world: World, **options: float) -> Healer:
+    return Healer(
+        state=world.state,
+        queue=world.queue,
+        github=world.github,
+        completion=world.completion(),
+        providers={"memory": world.provider},
+        clock=world.clock,
+        metrics=world.metrics,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def _job(world: World, job_id: int) -> Job:
+    job = await world.state.get_job(JobId(job_id))
+    assert job is not None
+    return job
+
+
+async def _launched(world: World, job_id: int) -> Job:
+    await world.intake().take(event(job_id))
+    await world.dispatch_all()
+    job = await _job(world, job_id)
+    assert job.status is JobStatus.LAUNCHING and job.runner_id is not None
+    return job
+
+
+async def test_a_completed_webhook_that_never_came_ends_the_job_and_removes_its_config(
+    world: World,
+) -> None:
+    job = await _launched(world, 1)
+    world.github.jobs[JobId(1)] = JobStatusReport(
+        job_id=JobId(1), status="completed", conclusion="success", runner_name=job.runner_name
+    )
+    healer = _healer(world)
+    assert (await healer.heal()).checked == ()  # not quiet long enough yet
+    world.clock.advance(601)
+    report = await healer.heal()
+    assert report.finished == (1,)
+    assert (await _job(world, 1)).status is JobStatus.COMPLETED
+    assert await world.configs.list_ids() == []
+    assert world.metrics.count("jobs_healed", how="finished") == 1
+
+
+async def test_an_in_progress_webhook_that_never_came_marks_the_job_running(world: World) -> None:
+    job = await _launched(world, 1)
+    world.github.jobs[JobId(1)] = JobStatusReport(
+        job_id=JobId(1), status="in_progress", runner_name=job.runner_name
+    )
+    world.clock.advance(601)
+    assert (await _healer(world).heal()).started == (1,)
+    healed = await _job(world, 1)
+    assert healed.status is JobStatus.RUNNING and healed.observed_runner == job.runner_name
+
+
+async def test_a_runner_that_never_registered_is_replaced_by_the_next_attempt(
+    world: World,
+) -> None:
+    first = await _launched(world, 1)
+    world.github.jobs[JobId(1)] = JobStatusReport(job_id=JobId(1), status="queued")
+    world.clock.advance(901)
+    report = await _healer(world).heal()
+    assert report.relaunched == (1,)
+    old = await world.provider.describe_runner(first.runner_id)  # type: ignore[arg-type]
+    assert old.phase is RunnerPhase.TERMINATED
+    requeued = await _job(world, 1)
+    assert (requeued.status, requeued.attempt) == (JobStatus.REQUEUED, 2)
+    await world.dispatch_all()
+    second = await _job(world, 1)
+    assert second.status is JobStatus.LAUNCHING and second.runner_id != first.runner_id
+    assert second.runner_name == "runs-fleet-1-2"
+    live = list(await world.provider.list_runners())
+    assert [r.runner_id for r in live] == [second.runner_id]  # exactly one runner
+
+
+async def test_a_job_no_runner_ever_takes_fails_after_the_last_attempt(world: World) -> None:
+    await _launched(world, 1)
+    world.github.jobs[JobId(1)] = JobStatusReport(job_id=JobId(1), status="queued")
+    healer = _healer(world, max_attempts=2)
+    world.clock.advance(901)
+    assert (await healer.heal()).relaunched == (1,)
+    await world.dispatch_all()
+    world.clock.advance(901)
+    assert (await healer.heal()).failed == (1,)
+    failed = await _job(world, 1)
+    assert failed.status is JobStatus.FAILED and "2 attempt(s)" in (failed.reason or "")
+
+
+async def test_a_job_github_no_longer_has_is_cancelled(world: World) -> None:
+    await _launched(world, 1)
+    world.clock.advance(601)
+    assert (await _healer(world).heal()).cancelled == (1,)
+    assert (await _job(world, 1)).status is JobStatus.CANCELLED
+    assert await world.configs.list_ids() == []
+
+
+async def test_a_job_waiting_for_approval_or_recently_launched_is_left_alone(
+    world: World,
+) -> None:
+    await _launched(world, 1)
+    await _launched(world, 2)
+    world.github.jobs[JobId(1)] = JobStatusReport(job_id=JobId(1), status="waiting")
+    world.github.jobs[JobId(2)] = JobStatusReport(job_id=JobId(2), status="queued")
+    world.clock.advance(601)  # quiet enough to ask, too early to relaunch
+    report = await _healer(world).heal()
+    assert report.checked == (1, 2)
+    assert (report.relaunched, report.finished, report.cancelled) == ((), (), ())
+    assert (await _job(world, 1)).status is JobStatus.LAUNCHING
+
+
+async def test_a_pass_asks_about_a_bounded_number_of_jobs_least_recently_asked_first(
+    world: World,
+) -> None:
+    for job_id in (1, 2, 3):
+        await _launched(world, job_id)
+        world.github.jobs[JobId(job_id)] = JobStatusReport(job_id=JobId(job_id), status="waiting")
+        world.clock.advance(10)
+    world.clock.advance(601)
+    healer = _healer(world, max_per_pass=2)
+    assert (await healer.heal()).checked == (1, 2)  # the oldest first
+    assert (await healer.heal()).checked == (3, 1)  # then the one not asked yet
