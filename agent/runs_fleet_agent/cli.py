@@ -2,8 +2,11 @@
 
 Exit codes: the runner's own; 124 when the maximum runtime stopped it; 128 + the signal
 (143 for SIGTERM) when told to stop; 127 when the runner could not be started; 75 when
-no config arrived in time; 78 when the config is missing or unreadable. Nothing here
-logs the JIT config or the report token.
+no config arrived in time; 78 when the config is missing or unreadable, the setup
+settings are wrong, the runner archive's checksum does not match or the runner is older
+than the minimum; 69 when the runner could not be downloaded; 70 when the machine has
+less free disk or memory than the minimums (:mod:`runs_fleet_agent.preflight`). Nothing
+here logs the JIT config or the report token.
 
 :func:`run_job` (report, run once, report) and the pieces around it are public so that
 an agent that finds its config and sends its reports elsewhere (EC2 mode: Parameter
@@ -17,12 +20,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
 from runs_fleet_agent.configfile import ConfigFileError, read_and_delete, wait_for_file
+from runs_fleet_agent.preflight import SETTINGS, SetupError, parse_setup, prepare
 from runs_fleet_agent.report import Reporter
 from runs_fleet_agent.supervise import (
     EXIT_CANNOT_RUN,
@@ -52,7 +56,8 @@ class ReportSender(Protocol):
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of :func:`run_job` that every agent (local, EC2, Kubernetes) takes:
-    the runner's directory, its runtime ceiling and the stop grace period."""
+    the runner's directory, its runtime ceiling, the stop grace period, and the setup
+    checks (pass them on with ``setup=setup_values(args)``)."""
     parser.add_argument(
         "--runner-dir",
         type=Path,
@@ -68,6 +73,38 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grace", type=float, default=30.0, metavar="SECONDS", help="SIGTERM → SIGKILL delay"
     )
+    setup = parser.add_argument_group(
+        "runner setup", "checked before the runner starts; each defaults to its variable"
+    )
+    helps = {
+        "--runner-url": (
+            "URL",
+            "download the runner from URL when the runner directory has no run.sh; "
+            "{version}, {os} (linux, osx) and {arch} (x64, arm64, arm) are filled in",
+        ),
+        "--runner-version": ("VERSION", "the runner version to download, e.g. 2.320.0"),
+        "--runner-sha256": ("HEX", "the SHA-256 of the runner archive (needed with a URL)"),
+        "--min-runner-version": ("VERSION", "refuse a runner older than VERSION"),
+        "--min-free-disk-gib": ("GIB", "refuse to start with less free disk (default 0: off)"),
+        "--min-free-memory-mib": ("MIB", "refuse to start with less free memory (0: off)"),
+    }
+    for variable, option in SETTINGS.items():
+        metavar, text = helps[option]
+        setup.add_argument(
+            option,
+            default=os.environ.get(variable) or None,
+            metavar=metavar,
+            help=f"{text} (${variable})".replace("%", "%%"),
+        )
+
+
+def setup_values(args: argparse.Namespace) -> dict[str, str | None]:
+    """The setup options of :func:`add_run_arguments` in ``args``, keyed by their
+    variables: what :func:`run_job` takes as ``setup``."""
+    return {
+        variable: getattr(args, option.removeprefix("--").replace("-", "_"))
+        for variable, option in SETTINGS.items()
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             grace_s=args.grace,
             stop=stop,
             reporter=reporter,
+            setup=setup_values(args),
         )
 
 
@@ -140,13 +178,23 @@ def run_job(
     grace_s: float,
     stop: StopRequest,
     reporter: ReportSender | None,
+    setup: Mapping[str, str | None] | None = None,
 ) -> int:
-    """Report STARTED, run ``<runner_dir>/run.sh --jitconfig …`` once, report how it
-    ended: the exit code of the run (see the module docstring). ``max_runtime_s``
-    ``None``: the config's ``max_runtime_s``, else 6 h. ``stop`` must already be the
-    handler of SIGTERM/SIGINT (:func:`handling_stop_signals`) so that a stop reaches
-    the runner; ``reporter`` ``None``: nothing is reported."""
+    """Check the machine and the runner, report STARTED, run ``<runner_dir>/run.sh
+    --jitconfig …`` once, report how it ended: the exit code of the run (see the module
+    docstring). A failed check is reported FAILED without STARTED: the job never
+    started. ``max_runtime_s`` ``None``: the config's ``max_runtime_s``, else 6 h.
+    ``stop`` must already be the handler of SIGTERM/SIGINT (:func:`handling_stop_signals`)
+    so that a stop reaches the runner; ``reporter`` ``None``: nothing is reported.
+    ``setup``: the setup settings keyed by variable (:func:`setup_values`); ``None``:
+    the environment's."""
     _log.info("runner %s takes job %s of %s", config.runner_name, config.job_id, config.repository)
+    refused = _preflight(runner_dir, os.environ if setup is None else setup, stop)
+    if refused is not None:
+        _log.error("not starting the runner (exit code %d): %s", refused.exit_code, refused.detail)
+        if reporter is not None:
+            reporter.send(refused.event, exit_code=refused.exit_code, detail=refused.detail)
+        return refused.exit_code
     if reporter is not None:
         reporter.send(AgentEvent.STARTED)
     outcome = _run_runner(config, runner_dir, max_runtime(max_runtime_s, config), grace_s, stop)
@@ -156,6 +204,21 @@ def run_job(
     if reporter is not None:
         reporter.send(outcome.event, exit_code=outcome.exit_code, detail=outcome.detail)
     return outcome.exit_code
+
+
+def _preflight(
+    runner_dir: Path | str | None, setup: Mapping[str, str | None], stop: StopRequest
+) -> Outcome | None:
+    """Why the runner must not start, or ``None``. Without a runner directory, or once
+    told to stop, :func:`_run_runner` says what happened."""
+    if runner_dir is None or stop.requested:
+        return None
+    try:
+        parsed = parse_setup(setup)
+    except SetupError as exc:
+        return Outcome(EXIT_BAD_CONFIG, AgentEvent.FAILED, f"the agent's setup is wrong: {exc}")
+    code, detail = prepare(Path(runner_dir), parsed)
+    return Outcome(code, AgentEvent.FAILED, detail) if code else None
 
 
 def _run_runner(

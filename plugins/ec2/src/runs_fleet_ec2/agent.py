@@ -52,6 +52,7 @@ from runs_fleet_agent.cli import (
     handling_stop_signals,
     http_reporter,
     run_job,
+    setup_values,
 )
 from runs_fleet_agent.supervise import StopRequest, signal_exit_code
 from runs_fleet_aws.calls import AwsCaller
@@ -256,6 +257,7 @@ def _serve(
         grace_s=args.grace,
         stop=stop,
         reporter=_reporter(args, found, caller),
+        setup=setup_values(args),
     )
     return _end(args, caller, identity, code, TERMINATE)
 

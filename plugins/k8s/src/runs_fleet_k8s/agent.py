@@ -41,6 +41,7 @@ from runs_fleet_agent.cli import (
     handling_stop_signals,
     http_reporter,
     run_job,
+    setup_values,
 )
 from runs_fleet_agent.supervise import StopRequest, signal_exit_code
 from runs_fleet_core.converters import loads, make_config_converter
@@ -125,6 +126,7 @@ def main(args: argparse.Namespace) -> int:
             grace_s=args.grace,
             stop=stop,
             reporter=http_reporter(found),
+            setup=setup_values(args),
         )
         if code >= 128 and stop.signum is not None:
             return code
