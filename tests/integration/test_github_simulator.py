@@ -122,6 +122,65 @@ async def test_every_rest_answer_matches_the_rest_api_description(
     assert statuses == {200, 201, 204, 401, 404, 409, 422}
 
 
+async def test_every_org_runner_answer_matches_the_rest_api_description(
+    github_server: SimulatorServer, github_sim: GitHubSimulator
+) -> None:
+    group = github_sim.add_runner_group("octo-org", "runs-fleet")
+    busy = github_sim.register_org_jit_runner("octo-org", name="busy", labels=LABELS)
+    busy.busy = True
+    transport = RecordingTransport()
+    org = next(i for i in github_sim.installations.values() if i.account.login == "octo-org")
+    user = next(i for i in github_sim.installations.values() if i.account.login == "octocat")
+    token = {"Authorization": f"token {github_sim.issue_token(org.installation_id).value}"}
+    stranger = {"Authorization": f"token {github_sim.issue_token(user.installation_id).value}"}
+    runners = "/orgs/octo-org/actions/runners"
+    jit = {"name": "o1", "runner_group_id": group.group_id, "labels": LABELS}
+
+    async with httpx.AsyncClient(base_url=github_server.url, transport=transport) as raw:
+        created = await raw.post(f"{runners}/generate-jitconfig", headers=token, json=jit)
+        await raw.post(f"{runners}/generate-jitconfig", headers=token, json=jit)
+        await raw.post(f"{runners}/generate-jitconfig", headers=token, json={"name": "x"})
+        await raw.post(
+            f"{runners}/generate-jitconfig", headers=token, json=jit | {"runner_group_id": 999}
+        )
+        await raw.post(f"{runners}/registration-token", headers=token)
+        await raw.get(runners, headers=token, params={"per_page": 1})
+        await raw.get(f"{runners}/{busy.runner_id}", headers=token)
+        await raw.get("/orgs/octo-org/actions/runner-groups", headers=token)
+        await raw.get("/orgs/octocat/actions/runner-groups", headers=stranger)
+        await raw.delete(f"{runners}/{busy.runner_id}", headers=token)
+        await raw.delete(f"{runners}/{created.json()['runner']['id']}", headers=token)
+        await raw.get(f"{runners}/{created.json()['runner']['id']}", headers=token)
+
+    covered = {check_rest_answer(answer) for answer in transport.answers}
+    statuses = [answer.status_code for answer in transport.answers]
+    assert len(covered) == 6, sorted(covered)
+    assert statuses == [201, 409, 422, 404, 201, 200, 200, 200, 404, 422, 204, 404]
+    groups = transport.answers[7].json()["runner_groups"]
+    assert [(g["id"], g["name"], g["default"]) for g in groups] == [
+        (1, "Default", True),
+        (group.group_id, "runs-fleet", False),
+    ]
+    assert 'rel="next"' in transport.answers[5].headers["link"]
+
+
+async def test_the_control_api_creates_runner_groups_and_times_calls(
+    github_server: SimulatorServer, github_sim: GitHubSimulator
+) -> None:
+    async with httpx.AsyncClient(base_url=github_server.url) as raw:
+        made = await raw.post("/_simulator/runner-groups", json={"org": "octo-org", "name": "ci"})
+        refused = await raw.post("/_simulator/runner-groups", json={"org": "octocat", "name": "ci"})
+        await raw.get("/rate_limit")
+        calls = (await raw.get("/_simulator/calls")).json()
+
+    assert made.status_code == 201
+    assert [g.name for g in github_sim.runner_groups_of("octo-org")] == ["Default", "ci"]
+    assert made.json()["id"] == github_sim.runner_groups_of("octo-org")[1].group_id
+    assert refused.status_code == 400
+    assert calls[-1]["path"] == "/rate_limit"
+    assert abs(calls[-1]["at"] - github_sim.clock()) < 60
+
+
 async def test_runner_lists_are_paginated_with_link_headers(
     github_server: SimulatorServer, github_sim: GitHubSimulator
 ) -> None:

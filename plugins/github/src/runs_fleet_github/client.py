@@ -3,6 +3,10 @@
 Each method is one small conversation with GitHub about one repository: register a
 just-in-time runner (replacing an idle one left by an earlier attempt with the same
 name), hand out a registration token, list or delete runners, read a job's status.
+Runners live in the repository or in its organization (:mod:`runs_fleet_github.scope`);
+the repository's owner picks the installation, so one client serves every organization
+and user the App is installed on. Runner registrations go through a token bucket and
+every call through the installation's rate ledger (:mod:`runs_fleet_github.budget`).
 Status codes that mean something for the operation (404, 409, 422) are handled here;
 transport-level trouble and throttling are :mod:`runs_fleet_github.transport`'s.
 """
@@ -21,23 +25,32 @@ import httpx
 
 from runs_fleet_core.domain.ids import JobId
 from runs_fleet_core.errors import GitHubError, NotFoundError
-from runs_fleet_core.ports import Clock, SystemClock
+from runs_fleet_core.ports import Clock, Metrics, SystemClock
 from runs_fleet_core.ports.github import GitHubRunner, JitConfig, JobStatusReport
 from runs_fleet_github.auth import AppAuth
+from runs_fleet_github.budget import RateLedger, TokenBucket
 from runs_fleet_github.keys import load_app_key
+from runs_fleet_github.scope import (
+    GROUP_SETTING,
+    SCOPE_SETTING,
+    GroupChoice,
+    RunnerGroups,
+    Scope,
+    runners_path,
+    split_repository,
+)
 from runs_fleet_github.transport import Api, RetryPolicy, Sleep, github_message
 
 log = logging.getLogger("runs_fleet_github")
 
 DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_JIT_PER_MINUTE = 60.0
 PER_PAGE = 100
 
 
 def _repo_path(repository: str) -> str:
     """``/repos/owner/name`` for ``owner/name``; ``GitHubError`` for anything else."""
-    owner, _, name = repository.partition("/")
-    if not owner or not name or "/" in name:
-        raise GitHubError(f"{repository!r} is not a repository (owner/name)", retryable=False)
+    owner, name = split_repository(repository)
     return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
 
 
@@ -61,8 +74,12 @@ class GitHubAppClient:
     ``private_key``: the App's key, PEM or base64 of PEM (``ConfigError`` if invalid).
     ``api_url``: ``https://api.github.com``, or ``https://HOST/api/v3`` on GitHub
     Enterprise Server. ``timeout_s`` bounds every HTTP call; ``retry`` bounds retries.
-    ``runner_group_id``: the runner group JIT runners join (1 is "Default").
-    ``clock``/``sleep``/``rng``/``transport`` are injectable for tests.
+    ``scope``: repository or organization runners. ``runner_group``: the group JIT
+    runners join, by id or (organization scope) by name; ``runner_group_id`` is the
+    older spelling of a group chosen by id. ``jit_per_minute``/``jit_burst``: the
+    token bucket runner registrations share. ``metrics``: where the rate budget and
+    throttled calls are reported. ``clock``/``sleep``/``rng``/``transport`` are
+    injectable for tests.
     """
 
     def __init__(
@@ -74,6 +91,11 @@ class GitHubAppClient:
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
         runner_group_id: int = 1,
+        scope: Scope = Scope.REPO,
+        runner_group: GroupChoice | None = None,
+        jit_per_minute: float = DEFAULT_JIT_PER_MINUTE,
+        jit_burst: int | None = None,
+        metrics: Metrics | None = None,
         clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
@@ -81,7 +103,9 @@ class GitHubAppClient:
     ) -> None:
         key = load_app_key(private_key)
         self._clock = clock or SystemClock()
-        self.runner_group_id = runner_group_id
+        self.scope = scope
+        choice = runner_group or GroupChoice(group_id=runner_group_id)
+        self.runner_group_id = choice.group_id
         self._api = Api(
             base_url=api_url,
             clock=self._clock,
@@ -90,33 +114,47 @@ class GitHubAppClient:
             sleep=sleep,
             rng=rng,
             transport=transport,
+            metrics=metrics,
         )
         self._auth = AppAuth(app_id=app_id, key=key, api=self._api, clock=self._clock)
+        self._groups = RunnerGroups(choice, self._owner_call)
+        self.registrations = TokenBucket(
+            per_minute=jit_per_minute, burst=jit_burst, clock=self._clock, sleep=sleep,
+            metrics=metrics,
+        )  # fmt: skip
+        self.ledger = RateLedger(
+            clock=self._clock, sleep=sleep, max_wait_s=self._api.retry.max_wait_s, metrics=metrics
+        )
 
     def __repr__(self) -> str:
-        return f"GitHubAppClient(app_id={self._auth.app_id})"
+        return f"GitHubAppClient(app_id={self._auth.app_id}, scope={self.scope.value})"
 
     async def create_jit_config(
         self, repository: str, *, runner_name: str, labels: Sequence[str]
     ) -> JitConfig:
         """Register ephemeral runner ``runner_name`` with ``labels`` and return its JIT
-        config; an idle runner of that name is replaced, a busy one is an error."""
-        path = f"{_repo_path(repository)}/actions/runners/generate-jitconfig"
-        body = {
-            "name": runner_name,
-            "runner_group_id": self.runner_group_id,
-            "labels": list(labels),
-            "work_folder": "_work",
-        }
-        response = await self._call(repository, "POST", path, json=body)
+        config; an idle runner of that name is replaced, a busy one is an error. Waits
+        for the registration budget rather than exceeding it."""
+        path = f"{runners_path(self.scope, repository)}/generate-jitconfig"
+        await self.registrations.acquire()
+        response = await self._jit_request(repository, path, runner_name, labels)
         if response.status_code == 409:
             await self._replace_idle(repository, runner_name)
-            response = await self._call(repository, "POST", path, json=body)
+            response = await self._jit_request(repository, path, runner_name, labels)
             if response.status_code == 409:
                 raise GitHubError(
                     f"runner {runner_name!r} of {repository} was registered again meanwhile",
                     retryable=True,
                 )
+        if response.status_code == 404 and self.scope is Scope.ORG:
+            owner = split_repository(repository)[0]
+            raise GitHubError(
+                f"GitHub has no organization runners for {owner} (404): with "
+                f"{SCOPE_SETTING}=org the repository's owner must be an organization, the "
+                "App needs its self-hosted runners permission, and the runner group "
+                f"({GROUP_SETTING} or RUNS_FLEET_GITHUB_RUNNER_GROUP_ID) must exist there",
+                retryable=False,
+            )
         self._expect(response, "POST", path, 201)
         try:
             data = response.json()
@@ -125,12 +163,40 @@ class GitHubAppClient:
             )
         except (ValueError, KeyError, TypeError):
             raise _unexpected("POST", path) from None
-        log.info("registered JIT runner %s (id %s) in %s", runner_name, jit.runner_id, repository)
+        log.info("registered JIT runner %s (id %s) for %s", runner_name, jit.runner_id, repository)
         return jit
 
+    async def _jit_request(
+        self, repository: str, path: str, runner_name: str, labels: Sequence[str]
+    ) -> httpx.Response:
+        """One generate-jitconfig request; in organization scope a 404 for a group
+        resolved by name drops the cached id and asks once more with a fresh one."""
+        owner = split_repository(repository)[0]
+        for attempt in (1, 2):
+            group_id = (
+                await self._groups.group_id(owner)
+                if self.scope is Scope.ORG
+                else self._groups.choice.group_id
+            )
+            body = {
+                "name": runner_name,
+                "runner_group_id": group_id,
+                "labels": list(labels),
+                "work_folder": "_work",
+            }
+            response = await self._call(repository, "POST", path, json=body)
+            renamed = self.scope is Scope.ORG and self._groups.choice.name is not None
+            if response.status_code != 404 or not renamed or attempt == 2:
+                return response
+            self._groups.forget(owner)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def registration_token(self, repository: str) -> str:
-        """A runner registration token for ``repository`` (valid one hour)."""
-        path = f"{_repo_path(repository)}/actions/runners/registration-token"
+        """A runner registration token for ``repository`` (valid one hour), in the
+        configured scope. Weaker than a JIT config: any job with matching labels may
+        take the runner it registers, so it is only for where JIT is unavailable."""
+        path = f"{runners_path(self.scope, repository)}/registration-token"
+        await self.registrations.acquire()
         response = await self._call(repository, "POST", path)
         self._expect(response, "POST", path, 201)
         try:
@@ -139,12 +205,13 @@ class GitHubAppClient:
             raise _unexpected("POST", path) from None
 
     async def list_runners(self, repository: str) -> Sequence[GitHubRunner]:
-        """Every runner registered in ``repository`` (all pages)."""
+        """Every runner registered in ``repository`` (all pages); in organization
+        scope, every runner of its organization."""
         return await self._runners(repository)
 
     async def delete_runner(self, repository: str, runner_id: int) -> None:
         """Deregister runner ``runner_id``; one already gone is fine."""
-        path = f"{_repo_path(repository)}/actions/runners/{int(runner_id)}"
+        path = f"{runners_path(self.scope, repository)}/{int(runner_id)}"
         response = await self._call(repository, "DELETE", path)
         if response.status_code == 404:
             return
@@ -192,9 +259,22 @@ class GitHubAppClient:
         json: Any = None,
         params: dict[str, str | int] | None = None,
     ) -> httpx.Response:
-        """One call with the owner's installation token; on 401 (revoked or expired
-        early) once more with a new token."""
-        owner = repository.partition("/")[0]
+        """One call about ``repository`` with its owner's installation."""
+        owner = split_repository(repository)[0]
+        return await self._owner_call(owner, method, path, json=json, params=params)
+
+    async def _owner_call(
+        self,
+        owner: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str | int] | None = None,
+    ) -> httpx.Response:
+        """One call with ``owner``'s installation token, within its rate budget; on
+        401 (revoked or expired early) once more with a new token."""
+        await self.ledger.wait_for_budget(owner)
         token = await self._auth.token(owner)
         response = await self._api.request(method, path, credential=token, json=json, params=params)
         if response.status_code == 401:
@@ -203,6 +283,7 @@ class GitHubAppClient:
             response = await self._api.request(
                 method, path, credential=token, json=json, params=params
             )
+        self.ledger.note(owner, response.headers)
         return response
 
     def _expect(self, response: httpx.Response, method: str, path: str, status: int) -> None:
@@ -215,7 +296,7 @@ class GitHubAppClient:
         )
 
     async def _runners(self, repository: str, name: str | None = None) -> list[GitHubRunner]:
-        path = f"{_repo_path(repository)}/actions/runners"
+        path = runners_path(self.scope, repository)
         found: list[GitHubRunner] = []
         page = 1
         while True:
@@ -248,7 +329,7 @@ class GitHubAppClient:
             log.info(
                 "replacing idle runner %s (id %s) in %s", runner_name, runner.runner_id, repository
             )
-            path = f"{_repo_path(repository)}/actions/runners/{runner.runner_id}"
+            path = f"{runners_path(self.scope, repository)}/{runner.runner_id}"
             response = await self._call(repository, "DELETE", path)
             if response.status_code == 422:
                 raise GitHubError(

@@ -24,7 +24,7 @@ import attrs
 import httpx
 
 from runs_fleet_core.errors import GitHubError
-from runs_fleet_core.ports import Clock
+from runs_fleet_core.ports import Clock, Metrics
 
 log = logging.getLogger("runs_fleet_github")
 
@@ -95,8 +95,10 @@ class Api:
         sleep: Sleep,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
+        self._metrics = metrics
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -129,6 +131,14 @@ class Api:
             return self.retry.backoff(attempt, self._rng), str(status)
         return None
 
+    def _count_throttle(self, response: httpx.Response) -> None:
+        """Count a throttled answer: ``secondary`` when GitHub said ``Retry-After``,
+        ``rate_exhausted`` when the primary budget ran out."""
+        if self._metrics is None:
+            return
+        reason = "secondary" if "retry-after" in response.headers else "rate_exhausted"
+        self._metrics.increment("github_throttled_calls", labels={"reason": reason})
+
     async def request(
         self,
         method: str,
@@ -154,6 +164,8 @@ class Api:
             if pause is None and response is not None:
                 return response
             wait, why = pause or (0.0, "")
+            if response is not None and why.startswith("throttled"):
+                self._count_throttle(response)
             reason = f"{why}: {detail}" if detail else why
             if attempt == self.retry.max_attempts:
                 raise GitHubError(

@@ -2,9 +2,9 @@
 
 Two groups: the *simulated runner protocol* that ``run.sh`` speaks (acquire a job,
 complete it, disconnect), authenticated by the secret inside the runner's JIT config;
-and a *control API* through which a demo or a test in another process queues jobs,
-presets results, re-sends deliveries, injects faults and reads the call log. The
-control API is unauthenticated: bind the simulator to 127.0.0.1.
+and a *control API* through which a demo or a test in another process creates runner
+groups, queues jobs, presets results, re-sends deliveries, injects faults and reads the
+call log. The control API is unauthenticated: bind the simulator to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -119,6 +119,17 @@ async def add_repository(sim: GitHubSimulator, request: Request, body: dict[str,
     return JSONResponse(answer, status_code=201)
 
 
+async def add_runner_group(
+    sim: GitHubSimulator, request: Request, body: dict[str, Any]
+) -> Response:
+    """Control: create a runner group in an organization; its id."""
+    try:
+        group = sim.add_runner_group(str(body.get("org", "")), str(body.get("name", "")))
+    except (ValueError, KeyError) as exc:
+        raise ApiError(400, str(exc)) from None
+    return JSONResponse({"id": group.group_id, "name": group.name}, status_code=201)
+
+
 async def queue_job(sim: GitHubSimulator, request: Request, body: dict[str, Any]) -> Response:
     """Control: queue a job (sends its ``queued`` webhook)."""
     labels = body.get("labels")
@@ -196,7 +207,7 @@ async def list_calls(sim: GitHubSimulator, request: Request, body: dict[str, Any
     """Control: the REST calls served (``?method=&path=`` filter them)."""
     query = request.query_params
     calls = sim.calls(query.get("method"), query.get("path"))
-    fields = ("method", "path", "query", "body", "status")
+    fields = ("method", "path", "query", "body", "status", "at")
     return JSONResponse([{name: getattr(c, name) for name in fields} for c in calls])
 
 
@@ -224,6 +235,7 @@ def control_routes(sim: GitHubSimulator) -> list[Route]:
         ("POST", "/runners/complete", complete),
         ("POST", "/runners/disconnect", disconnect),
         ("POST", "/repositories", add_repository),
+        ("POST", "/runner-groups", add_runner_group),
         ("POST", "/jobs", queue_job),
         ("GET", "/jobs", list_jobs),
         ("POST", "/jobs/{job_id:int}/cancel", cancel_job),

@@ -74,9 +74,22 @@ class Token:
 
 
 @dataclass
+class RunnerGroup:
+    """An organization's runner group (id 1, "Default", exists in every one)."""
+
+    group_id: int
+    name: str
+    org: str
+    visibility: str = "all"
+    default: bool = False
+
+
+@dataclass
 class Runner:
     """A self-hosted runner registered through a JIT config. ``secret`` is what its
-    encoded JIT config carries to authenticate the simulated runner protocol."""
+    encoded JIT config carries to authenticate the simulated runner protocol. A
+    repository runner has ``repository``; an organization runner has ``org`` (and
+    ``repository`` empty) and takes jobs of any repository of that organization."""
 
     runner_id: int
     name: str
@@ -88,6 +101,7 @@ class Runner:
     status: str = "offline"
     busy: bool = False
     job_id: int | None = None
+    org: str | None = None
 
 
 @dataclass
@@ -147,13 +161,15 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Call:
-    """One REST call the simulator served: method, path, query, JSON body, status."""
+    """One REST call the simulator served: method, path, query, JSON body, status,
+    and ``at``, the simulator's clock when the call arrived (seconds since the epoch)."""
 
     method: str
     path: str
     query: dict[str, str]
     body: Any
     status: int
+    at: float = 0.0
 
 
 @dataclass

@@ -81,7 +81,7 @@ async def create_access_token(ctx: Context) -> Response:
     return JSONResponse(body, status_code=201)
 
 
-def _jit_request(body: Any) -> tuple[str, int, list[str], str]:
+def jit_request(body: Any) -> tuple[str, int, list[str], str]:
     """The validated fields of a generate-jitconfig body (``ApiError(422)`` if not)."""
     if not isinstance(body, dict):
         raise ApiError(422, "Invalid request.\n\nThe body must be a JSON object.")
@@ -108,7 +108,7 @@ def _jit_request(body: Any) -> tuple[str, int, list[str], str]:
 async def generate_jitconfig(ctx: Context) -> Response:
     """``POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig``."""
     repo = _accessible_repo(ctx)
-    name, group, labels, folder = _jit_request(ctx.body)
+    name, group, labels, folder = jit_request(ctx.body)
     runner = ctx.sim.register_jit_runner(
         repo.full_name, name=name, labels=labels, runner_group_id=group, work_folder=folder
     )
@@ -119,7 +119,7 @@ async def generate_jitconfig(ctx: Context) -> Response:
     return JSONResponse(body, status_code=201)
 
 
-def _page_params(request: Request) -> tuple[int, int]:
+def page_params(request: Request) -> tuple[int, int]:
     try:
         per_page = int(request.query_params.get("per_page", "30"))
         page = int(request.query_params.get("page", "1"))
@@ -128,7 +128,7 @@ def _page_params(request: Request) -> tuple[int, int]:
     return min(max(per_page, 1), MAX_PER_PAGE), max(page, 1)
 
 
-def _link_header(request: Request, page: int, last: int) -> dict[str, str]:
+def link_header(request: Request, page: int, last: int) -> dict[str, str]:
     links = []
     for rel, number in (("prev", page - 1), ("next", page + 1), ("first", 1), ("last", last)):
         if 1 <= number <= last and number != page:
@@ -140,14 +140,14 @@ def _link_header(request: Request, page: int, last: int) -> dict[str, str]:
 async def list_runners(ctx: Context) -> Response:
     """``GET /repos/{owner}/{repo}/actions/runners`` (``name``, ``per_page``, ``page``)."""
     repo = _accessible_repo(ctx)
-    per_page, page = _page_params(ctx.request)
+    per_page, page = page_params(ctx.request)
     runners = ctx.sim.runners_of(repo.full_name)
     if (name := ctx.request.query_params.get("name")) is not None:
         runners = [r for r in runners if r.name == name]
     chunk = runners[(page - 1) * per_page : page * per_page]
     last = max((len(runners) + per_page - 1) // per_page, 1)
     body = {"total_count": len(runners), "runners": [bodies.runner_json(r) for r in chunk]}
-    return JSONResponse(body, headers=_link_header(ctx.request, page, last))
+    return JSONResponse(body, headers=link_header(ctx.request, page, last))
 
 
 async def get_runner(ctx: Context) -> Response:

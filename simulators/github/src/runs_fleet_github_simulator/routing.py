@@ -131,6 +131,7 @@ def github_route(
     """A Starlette route serving ``handler`` the way GitHub serves an endpoint."""
 
     async def endpoint(request: Request) -> Response:
+        arrived = sim.clock()
         raw = await request.body()
         body: Any = None
         ctx = Context(sim=sim, request=request, body=None, budget=sim.budget("anonymous"))
@@ -142,7 +143,7 @@ def github_route(
             ctx.body = body
             response = await _serve(ctx, kind, handler)
         query = dict(request.query_params)
-        sim.record(Call(method, request.url.path, query, body, response.status_code))
+        sim.record(Call(method, request.url.path, query, body, response.status_code, arrived))
         return response
 
     return Route(path, endpoint, methods=[method])

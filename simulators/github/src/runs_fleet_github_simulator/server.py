@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from runs_fleet_github_simulator.control import control_routes
+from runs_fleet_github_simulator.org_rest import org_routes
 from runs_fleet_github_simulator.rest import rest_routes
 from runs_fleet_github_simulator.routing import error_response
 from runs_fleet_github_simulator.simulator import GitHubSimulator
@@ -33,7 +34,7 @@ def build_app(sim: GitHubSimulator) -> Starlette:
         return error_response(status, "Not Found" if status == 404 else str(exc))
 
     return Starlette(
-        routes=[*rest_routes(sim), *control_routes(sim)],
+        routes=[*rest_routes(sim), *org_routes(sim), *control_routes(sim)],
         exception_handlers={HTTPException: http_error},
     )
 

@@ -5,7 +5,8 @@ fault injection :mod:`~runs_fleet_github_simulator.traffic`'s).
 This is a simulator for tests and demos, not GitHub. It keeps GitHub's rules where
 runs-fleet depends on them: a JIT config registers an offline ephemeral runner and a
 second one with the same name is refused (409); a runner takes the oldest queued job
-of its repository whose labels it all has; ``queued``, ``in_progress`` and
+of its repository (an organization runner: of its organization) whose labels it all
+has; ``queued``, ``in_progress`` and
 ``completed`` webhooks are signed and sent as GitHub sends them; an ephemeral runner is
 removed once its job completes.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 from runs_fleet_github_simulator import payloads, webhooks
 from runs_fleet_github_simulator.bodies import runner_labels
-from runs_fleet_github_simulator.directory import Directory
+from runs_fleet_github_simulator.organizations import Organizations
 from runs_fleet_github_simulator.records import (
     USER,
     Delivery,
@@ -44,7 +45,7 @@ class ApiError(Exception):
         self.message = message
 
 
-class GitHubSimulator(Directory, Traffic):
+class GitHubSimulator(Organizations, Traffic):
     """A simulated GitHub (not GitHub) holding one App, for runs-fleet's tests and demo.
 
     ``app_public_key``: PEM of the App's RSA public key (its JWTs are checked with it).
@@ -66,8 +67,9 @@ class GitHubSimulator(Directory, Traffic):
         rate_limit: int = 5000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        Directory.__init__(self, token_ttl_s=token_ttl_s, rate_limit=rate_limit, clock=clock)
+        Organizations.__init__(self, token_ttl_s=token_ttl_s, rate_limit=rate_limit, clock=clock)
         Traffic.__init__(self)
+        self._init_organizations()
         self.app = self.add_app(app_id, app_public_key, slug=app_slug)
         secret = webhook_secret.encode() if isinstance(webhook_secret, str) else webhook_secret
         self.webhook_secret = secret
@@ -130,7 +132,7 @@ class GitHubSimulator(Directory, Traffic):
         document = {
             "runner_id": runner.runner_id,
             "runner_name": runner.name,
-            "repository": runner.repository,
+            "repository": runner.repository or runner.org,
             "labels": runner_labels(runner),
             "url": self.api_url,
             "secret": runner.secret,
@@ -277,7 +279,7 @@ class GitHubSimulator(Directory, Traffic):
         job.status, job.started_at = "in_progress", self.clock()
         job.runner_id, job.runner_name = runner.runner_id, runner.name
         job.runner_group_id = runner.runner_group_id
-        job.runner_group_name = "Default" if runner.runner_group_id == 1 else "runs-fleet"
+        job.runner_group_name = self.group_name(runner)
         self._emit_later("in_progress", job)
         return job
 
@@ -332,7 +334,7 @@ class GitHubSimulator(Directory, Traffic):
         for job in sorted(self.jobs.values(), key=lambda j: j.job_id):
             if (
                 job.status == "queued"
-                and job.repository.lower() == runner.repository.lower()
+                and self.serves(runner, job.repository)
                 and all(label.lower() in have for label in job.labels)
             ):
                 return job
