@@ -203,6 +203,16 @@ async def inject_fault(sim: GitHubSimulator, request: Request, body: dict[str, A
     return Response(status_code=201)
 
 
+async def set_webhooks(sim: GitHubSimulator, request: Request, body: dict[str, Any]) -> Response:
+    """Control: ``{"drop": true}`` records later deliveries as not sent, as when GitHub
+    fails to deliver (it does not redeliver on its own); ``{"drop": false}`` sends again."""
+    drop = body.get("drop")
+    if not isinstance(drop, bool):
+        raise ApiError(400, "expected {\"drop\": true} or {\"drop\": false}")
+    sim.drop_webhooks = drop
+    return Response(status_code=204)
+
+
 async def list_calls(sim: GitHubSimulator, request: Request, body: dict[str, Any]) -> Response:
     """Control: the REST calls served (``?method=&path=`` filter them)."""
     query = request.query_params
@@ -243,6 +253,7 @@ def control_routes(sim: GitHubSimulator) -> list[Route]:
         ("GET", "/deliveries", list_deliveries),
         ("POST", "/deliveries/{delivery_id}/{how}", resend),
         ("POST", "/faults", inject_fault),
+        ("POST", "/webhooks", set_webhooks),
         ("GET", "/calls", list_calls),
     ]
     return [_route(sim, method, path, endpoint) for method, path, endpoint in table]
