@@ -208,7 +208,7 @@ async def set_webhooks(sim: GitHubSimulator, request: Request, body: dict[str, A
     fails to deliver (it does not redeliver on its own); ``{"drop": false}`` sends again."""
     drop = body.get("drop")
     if not isinstance(drop, bool):
-        raise ApiError(400, "expected {\"drop\": true} or {\"drop\": false}")
+        raise ApiError(400, 'expected {"drop": true} or {"drop": false}')
     sim.drop_webhooks = drop
     return Response(status_code=204)
 
