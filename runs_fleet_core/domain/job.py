@@ -156,6 +156,27 @@ class Job:
             fields["reason"] = reason
         return attrs.evolve(self, **fields)
 
+    def next_attempt(
+        self, spec: RunnerSpec, *, status: JobStatus, at: datetime, reason: str
+    ) -> Job:
+        """This job waiting for dispatch again as ``spec``'s attempt, in ``status``
+        (``requeued`` after a launch, ``queued`` before one): its runner and claim are
+        forgotten. The timeline gets the entry even when the status stays the same, so
+        the job's time in it counts from ``at``."""
+        return attrs.evolve(
+            self,
+            status=status,
+            timeline=(*self.timeline, PhaseChange(status=status, at=at, reason=reason)),
+            reason=reason,
+            spec=spec,
+            attempt=spec.attempt,
+            runner_id=None,
+            runner_name=None,
+            claim_owner=None,
+            claim_expires_at=None,
+            enqueued_at=at,
+        )
+
     def entered(self, status: JobStatus) -> datetime | None:
         """When the job last entered ``status`` (``None`` if it never did)."""
         for change in reversed(self.timeline):

@@ -154,17 +154,7 @@ class Completion:
         await self._clean_up(job)
         spec = job.spec.on_demand().for_job(job.job_id, job.repository, job.attempt + 1)
         now = self.clock.now()
-        requeued = job.transition(
-            JobStatus.REQUEUED,
-            at=now,
-            reason=why,
-            spec=spec,
-            attempt=spec.attempt,
-            runner_id=None,
-            runner_name=None,
-            claim_owner=None,
-            claim_expires_at=None,
-        )
+        requeued = job.next_attempt(spec, status=JobStatus.REQUEUED, at=now, reason=why)
         stored = await self.state.put_job(requeued, expect_version=job.version)
         await self.queue.send(JobMessage.for_job(stored, enqueued_at=now))
         self.metrics.increment("jobs_requeued")

@@ -29,9 +29,8 @@ from datetime import UTC, datetime
 import attrs
 
 from runs_fleet_core.domain.ids import JobId
-from runs_fleet_core.domain.job import Job, JobStatus, PhaseChange
+from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.domain.messages import JobMessage, WorkflowJobAction, WorkflowJobEvent
-from runs_fleet_core.domain.spec import RunnerSpec
 from runs_fleet_core.errors import AdapterError, ConflictError, NotFoundError
 from runs_fleet_core.ports import Clock, GitHub, Metrics, Provider, Queue, StateStore
 from runs_fleet_core.ports.github import JobStatusReport
@@ -152,11 +151,12 @@ class Healer:
         await self._remove_runner(job)
         await self.completion.forget_runner(job)
         spec = job.spec.for_job(job.job_id, job.repository, job.attempt + 1)
-        requeued = _next_attempt(
-            job,
+        before_launch = job.status in (JobStatus.QUEUED, JobStatus.CLAIMED)
+        requeued = job.next_attempt(
             spec,
+            status=JobStatus.QUEUED if before_launch else JobStatus.REQUEUED,
             at=self.clock.now(),
-            why=f"attempt {job.attempt} never got a runner GitHub saw; dispatched again",
+            reason=f"attempt {job.attempt} never got a runner GitHub saw; dispatched again",
         )
         stored = await self.state.put_job(requeued, expect_version=job.version)
         await self.queue.send(
@@ -196,27 +196,3 @@ class Healer:
             runner_name=report.runner_name,
             conclusion=report.conclusion,
         )
-
-
-def _next_attempt(job: Job, spec: RunnerSpec, *, at: datetime, why: str) -> Job:
-    """``job`` as its next attempt, waiting for dispatch again: ``requeued`` after a
-    launch, ``queued`` before one. The timeline gets the entry even when the status
-    stays the same, so the job counts as quiet again only from ``at``."""
-    status = (
-        JobStatus.QUEUED
-        if job.status in (JobStatus.QUEUED, JobStatus.CLAIMED)
-        else (JobStatus.REQUEUED)
-    )
-    return attrs.evolve(
-        job,
-        status=status,
-        timeline=(*job.timeline, PhaseChange(status=status, at=at, reason=why)),
-        reason=why,
-        spec=spec,
-        attempt=spec.attempt,
-        runner_id=None,
-        runner_name=None,
-        claim_owner=None,
-        claim_expires_at=None,
-        enqueued_at=at,
-    )
