@@ -12,7 +12,13 @@ from starlette.routing import Route
 from runs_fleet_github_simulator import bodies
 from runs_fleet_github_simulator.payloads import JSON
 from runs_fleet_github_simulator.records import RunnerGroup
-from runs_fleet_github_simulator.rest import NOT_FOUND, jit_request, link_header, page_params
+from runs_fleet_github_simulator.rest import (
+    NOT_FOUND,
+    jit_request,
+    link_header,
+    page_params,
+    runners_page,
+)
 from runs_fleet_github_simulator.routing import AuthKind, Context, Handler, github_route
 from runs_fleet_github_simulator.simulator import ApiError, GitHubSimulator
 
@@ -73,15 +79,7 @@ async def org_registration_token(ctx: Context) -> Response:
 
 async def list_org_runners(ctx: Context) -> Response:
     """``GET /orgs/{org}/actions/runners`` (``name``, ``per_page``, ``page``)."""
-    org = _org(ctx)
-    per_page, page = page_params(ctx.request)
-    runners = ctx.sim.org_runners(org)
-    if (name := ctx.request.query_params.get("name")) is not None:
-        runners = [r for r in runners if r.name == name]
-    chunk = runners[(page - 1) * per_page : page * per_page]
-    last = max((len(runners) + per_page - 1) // per_page, 1)
-    body = {"total_count": len(runners), "runners": [bodies.runner_json(r) for r in chunk]}
-    return JSONResponse(body, headers=link_header(ctx.request, page, last))
+    return runners_page(ctx, ctx.sim.org_runners(_org(ctx)))
 
 
 async def get_org_runner(ctx: Context) -> Response:

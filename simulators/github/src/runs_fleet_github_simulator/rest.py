@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from runs_fleet_github_simulator import bodies
 from runs_fleet_github_simulator.payloads import workflow_job_json
-from runs_fleet_github_simulator.records import ORGANIZATION, Installation, Repository
+from runs_fleet_github_simulator.records import ORGANIZATION, Installation, Repository, Runner
 from runs_fleet_github_simulator.routing import AuthKind, Context, Handler, github_route
 from runs_fleet_github_simulator.simulator import ApiError, GitHubSimulator
 
@@ -140,8 +140,13 @@ def link_header(request: Request, page: int, last: int) -> dict[str, str]:
 async def list_runners(ctx: Context) -> Response:
     """``GET /repos/{owner}/{repo}/actions/runners`` (``name``, ``per_page``, ``page``)."""
     repo = _accessible_repo(ctx)
+    return runners_page(ctx, ctx.sim.runners_of(repo.full_name))
+
+
+def runners_page(ctx: Context, runners: list[Runner]) -> Response:
+    """One page of ``runners`` (filtered by the ``name`` query parameter), with the
+    ``Link`` header GitHub sends: the shape of every runner listing."""
     per_page, page = page_params(ctx.request)
-    runners = ctx.sim.runners_of(repo.full_name)
     if (name := ctx.request.query_params.get("name")) is not None:
         runners = [r for r in runners if r.name == name]
     chunk = runners[(page - 1) * per_page : page * per_page]
