@@ -26,7 +26,7 @@ from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.settings import load_settings
 from runs_fleet_core.testing.contracts import PoolProviderContract
 from runs_fleet_core.testing.memory import ManualClock, RecordingMetrics
-from runs_fleet_k8s import manifests, names, pool, pool_pods
+from runs_fleet_k8s import manifests, names, pool, pool_pod_api, pool_pods
 from runs_fleet_k8s.client import KubeCaller
 from runs_fleet_k8s.manifests import RunnerPodSettings
 from runs_fleet_k8s.pool import K8sPoolProvider, bind_pool_pod, end_pool_pod
@@ -376,7 +376,7 @@ async def _bind_now(world: World, runner: str) -> None:
 async def test_listing_reads_every_page(world: World) -> None:
     ids = await world.pools().create_pool_runners(LINUX, 3)
     before = world.server.request_count("list", "pods")
-    found = await pool_pods.Pods(world.caller, page_size=1).matching(
+    found = await pool_pod_api.Pods(world.caller, page_size=1).matching(
         pool_pods.pool_selector("linux")
     )
     assert sorted(pool_pods.name_of(p) for p in found) == sorted(ids)

@@ -28,7 +28,7 @@ from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.settings import Setting
 from runs_fleet_k8s import config_files, names
 from runs_fleet_k8s.client import KubeApiError, KubeCaller
-from runs_fleet_k8s.pool_pods import bind_pool_pod, end_pool_pod
+from runs_fleet_k8s.pool_pod_api import bind_pool_pod, end_pool_pod
 
 COMPONENT = "runner-config"
 RUNNER_ID_ANNOTATION = names.PREFIX + "runner-id"

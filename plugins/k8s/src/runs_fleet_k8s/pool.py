@@ -60,9 +60,9 @@ from runs_fleet_k8s.manifests import (
     placeholder_priority_class,
     pool_deployment,
 )
-from runs_fleet_k8s.pool_pods import Pods, provider_error
-from runs_fleet_k8s.pool_pods import bind_pool_pod as bind_pool_pod
-from runs_fleet_k8s.pool_pods import end_pool_pod as end_pool_pod
+from runs_fleet_k8s.pool_pod_api import Pods, provider_error
+from runs_fleet_k8s.pool_pod_api import bind_pool_pod as bind_pool_pod
+from runs_fleet_k8s.pool_pod_api import end_pool_pod as end_pool_pod
 
 _log = logging.getLogger(__name__)
 

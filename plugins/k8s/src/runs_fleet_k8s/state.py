@@ -22,7 +22,6 @@ a finished job. Every replica may do so; deletes are conditional, so they never 
 
 from __future__ import annotations
 
-import collections
 import logging
 import uuid
 from collections.abc import Sequence
@@ -104,8 +103,7 @@ class ConfigMapStateStore:
         self.purge_interval = timedelta(seconds=purge_interval_s)
         self._last_purge: datetime | None = None
         self._converter = make_record_converter()
-        self._seen: collections.OrderedDict[JobId, tuple[int, str]] = collections.OrderedDict()
-        """Job id -> (job version, ConfigMap resourceVersion) last read or written here."""
+        self._seen = records.SeenVersions(SEEN_MAX)
 
     def __repr__(self) -> str:
         return f"ConfigMapStateStore(namespace={self.namespace!r})"
@@ -114,12 +112,7 @@ class ConfigMapStateStore:
         """Note that ``job``'s record was at ``obj``'s resourceVersion: a replace of that
         version can then go straight to the API server, which refuses it (409) if anything
         wrote the record since, so the check stays on the server."""
-        version = getattr(getattr(obj, "metadata", None), "resource_version", None)
-        if version:
-            self._seen[job.job_id] = (job.version, str(version))
-            self._seen.move_to_end(job.job_id)
-            while len(self._seen) > SEEN_MAX:
-                self._seen.popitem(last=False)
+        self._seen.note(job.job_id, job.version, obj)
         return job
 
     def _decode(self, obj: Any, key: str, cls: type[T]) -> T:
@@ -186,9 +179,8 @@ class ConfigMapStateStore:
         version, replace at the read ``resourceVersion``, and on a 409 read and check again
         (a few times). Nothing is ever written without one of the two checks."""
         name = body["metadata"]["name"]
-        seen = self._seen.pop(job_id, None)
-        if seen is not None and seen[0] == expected:
-            body["metadata"]["resourceVersion"] = seen[1]
+        if (seen := self._seen.take(job_id, expected)) is not None:
+            body["metadata"]["resourceVersion"] = seen
             try:
                 return await self._caller.call(
                     self._caller.core.replace_namespaced_config_map, name, self.namespace, body
@@ -365,26 +357,8 @@ class ConfigMapStateStore:
             ),
             data={records.POOL_KEY: dumps(self._converter, pool)},
         )
-        core = self._caller.core
-        for _ in range(_WRITE_ATTEMPTS):
-            try:
-                await self._caller.call(core.create_namespaced_config_map, self.namespace, body)
-                return
-            except KubeApiError as exc:
-                if not exc.already_exists:
-                    raise
-            try:
-                await self._caller.call(
-                    core.replace_namespaced_config_map, name, self.namespace, body
-                )
-                return
-            except KubeApiError as exc:
-                if not exc.not_found:  # deleted since: create it again
-                    raise
-        raise AdapterError(
-            f"ConfigMap {name} (pool {pool.name}) in namespace {self.namespace} kept "
-            "appearing and disappearing while it was written; write it again",
-            retryable=True,
+        await records.write_config_map(
+            self._caller, body, what=f"pool {pool.name}", attempts=_WRITE_ATTEMPTS
         )
 
     async def get_pool(self, name: str) -> PoolConfig | None:

@@ -15,11 +15,13 @@ deleted (see :meth:`~runs_fleet_k8s.state.ConfigMapStateStore.purge_expired_jobs
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from runs_fleet_core.domain.job import Job
+from runs_fleet_core.errors import AdapterError
 from runs_fleet_k8s import names
 from runs_fleet_k8s.client import KubeApiError, KubeCaller
 
@@ -101,6 +103,29 @@ def config_map(
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": dict(data)}
 
 
+class SeenVersions:
+    """Record id -> (record version, ConfigMap resourceVersion) last read or written,
+    for the ``limit`` most recent records."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: collections.OrderedDict[int, tuple[int, str]] = collections.OrderedDict()
+
+    def note(self, key: int, version: int, obj: Any) -> None:
+        resource_version = getattr(getattr(obj, "metadata", None), "resource_version", None)
+        if resource_version:
+            self._seen[key] = (version, str(resource_version))
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.limit:
+                self._seen.popitem(last=False)
+
+    def take(self, key: int, version: int) -> str | None:
+        """The resourceVersion the record was seen at with ``version``, forgotten once
+        taken (whatever the write then does, a new read or write notes it again)."""
+        seen = self._seen.pop(key, None)
+        return seen[1] if seen is not None and seen[0] == version else None
+
+
 def data_of(obj: Any, key: str) -> str | None:
     """Data key ``key`` of a ConfigMap read through the client, or ``None``."""
     data = obj.data or {}
@@ -124,6 +149,33 @@ async def read_config_map(caller: KubeCaller, name: str) -> Any:
         if exc.not_found:
             return None
         raise
+
+
+async def write_config_map(
+    caller: KubeCaller, body: dict[str, Any], *, what: str, attempts: int
+) -> None:
+    """Create the ConfigMap ``body`` or overwrite the one of that name: the last write
+    wins. One deleted between the two calls is created again; ``AdapterError`` if that
+    keeps happening (``what`` names the record in the message)."""
+    name, core = body["metadata"]["name"], caller.core
+    for _ in range(attempts):
+        try:
+            await caller.call(core.create_namespaced_config_map, caller.namespace, body)
+            return
+        except KubeApiError as exc:
+            if not exc.already_exists:
+                raise
+        try:
+            await caller.call(core.replace_namespaced_config_map, name, caller.namespace, body)
+            return
+        except KubeApiError as exc:
+            if not exc.not_found:  # deleted since: create it again
+                raise
+    raise AdapterError(
+        f"ConfigMap {name} ({what}) in namespace {caller.namespace} kept appearing and "
+        "disappearing while it was written; write it again",
+        retryable=True,
+    )
 
 
 async def delete_config_map(
