@@ -261,9 +261,13 @@ def _template(method: str, path: str) -> str:
 
 def _response_schema(method: str, template: str, status: int) -> dict[str, Any] | None:
     """A ``$ref`` to the documented schema of that answer (``basic-error`` for an
-    undocumented error); None when the answer has no body."""
+    undocumented error); None when the answer has no body. A 304 to a ``GET`` is
+    GitHub's ``not_modified`` answer even where the description leaves it out: GitHub
+    answers conditional requests on every ``GET``."""
     responses = SPEC["paths"][template][method.lower()]["responses"]
     answer = responses.get(str(status))
+    if answer is None and status == 304 and method.upper() == "GET":
+        answer = {"$ref": "#/components/responses/not_modified"}
     if answer is None:
         assert status >= 400, f"{method} {template} does not document {status}"
         return {"$ref": f"{SPEC_URI}#/components/schemas/basic-error"}

@@ -1,7 +1,8 @@
 """A simulated GitHub for testing runs-fleet: this is a simulator, not GitHub.
 
 It serves the subset of GitHub's REST API that runs-fleet calls (App JWT and
-installation-token authentication, JIT runner configs, runners, jobs, rate limits),
+installation-token authentication, JIT runner configs, runners, jobs, workflow runs and
+re-runs, rate limits, conditional requests),
 sends signed ``workflow_job`` webhooks, and plays the other side of simulated runners
 (``run.sh --jitconfig``) through its own ``/_simulator/`` endpoints. Tests use it
 in-process::

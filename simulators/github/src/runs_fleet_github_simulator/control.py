@@ -3,8 +3,9 @@
 Two groups: the *simulated runner protocol* that ``run.sh`` speaks (acquire a job,
 complete it, disconnect), authenticated by the secret inside the runner's JIT config;
 and a *control API* through which a demo or a test in another process creates runner
-groups, queues jobs, presets results, re-sends deliveries, injects faults and reads the
-call log. The control API is unauthenticated: bind the simulator to 127.0.0.1.
+groups, queues jobs, presets results, loses runners, re-sends deliveries, injects
+faults and reads the call log and the re-runs. The control API is unauthenticated:
+bind the simulator to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -100,6 +101,15 @@ async def disconnect(sim: GitHubSimulator, request: Request, body: dict[str, Any
     return Response(status_code=204)
 
 
+async def lose_runner(sim: GitHubSimulator, request: Request, body: dict[str, Any]) -> Response:
+    """Control: the runner's machine is gone; 200 with the job it was running (now
+    completed ``failure``), 204 if it was idle (now offline)."""
+    job = await sim.lose_runner(int(request.path_params["runner_id"]))
+    if job is None:
+        return Response(status_code=204)
+    return JSONResponse(workflow_job_json(job, sim.api_url))
+
+
 async def add_repository(sim: GitHubSimulator, request: Request, body: dict[str, Any]) -> Response:
     """Control: create a repository (and install the App on its owner)."""
     try:
@@ -177,6 +187,11 @@ async def set_result(sim: GitHubSimulator, request: Request, body: dict[str, Any
     return Response(status_code=204)
 
 
+async def list_reruns(sim: GitHubSimulator, request: Request, body: dict[str, Any]) -> Response:
+    """Control: every job re-run, oldest first, with the job the re-run created."""
+    return JSONResponse([{"job_id": old, "new_job_id": new} for old, new in sim.reruns])
+
+
 async def list_deliveries(sim: GitHubSimulator, request: Request, body: dict[str, Any]) -> Response:
     """Control: every webhook delivery made, oldest first."""
     return JSONResponse([_delivery_json(d) for d in sim.deliveries])
@@ -244,12 +259,14 @@ def control_routes(sim: GitHubSimulator) -> list[Route]:
         ("POST", "/runners/acquire", acquire),
         ("POST", "/runners/complete", complete),
         ("POST", "/runners/disconnect", disconnect),
+        ("POST", "/runners/{runner_id:int}/lost", lose_runner),
         ("POST", "/repositories", add_repository),
         ("POST", "/runner-groups", add_runner_group),
         ("POST", "/jobs", queue_job),
         ("GET", "/jobs", list_jobs),
         ("POST", "/jobs/{job_id:int}/cancel", cancel_job),
         ("POST", "/jobs/{job_id:int}/result", set_result),
+        ("GET", "/reruns", list_reruns),
         ("GET", "/deliveries", list_deliveries),
         ("POST", "/deliveries/{delivery_id}/{how}", resend),
         ("POST", "/faults", inject_fault),

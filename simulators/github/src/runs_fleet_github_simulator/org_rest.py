@@ -15,8 +15,7 @@ from runs_fleet_github_simulator.records import RunnerGroup
 from runs_fleet_github_simulator.rest import (
     NOT_FOUND,
     jit_request,
-    link_header,
-    page_params,
+    page_of,
     runners_page,
 )
 from runs_fleet_github_simulator.routing import AuthKind, Context, Handler, github_route
@@ -106,15 +105,13 @@ async def delete_org_runner(ctx: Context) -> Response:
 async def list_runner_groups(ctx: Context) -> Response:
     """``GET /orgs/{org}/actions/runner-groups`` (``per_page``, ``page``)."""
     org = _org(ctx)
-    per_page, page = page_params(ctx.request)
     groups = ctx.sim.runner_groups_of(org)
-    chunk = groups[(page - 1) * per_page : page * per_page]
-    last = max((len(groups) + per_page - 1) // per_page, 1)
+    chunk, links = page_of(ctx.request, groups)
     body = {
         "total_count": len(groups),
         "runner_groups": [runner_group_json(g, ctx.sim.api_url) for g in chunk],
     }
-    return JSONResponse(body, headers=link_header(ctx.request, page, last))
+    return JSONResponse(body, headers=links)
 
 
 def org_routes(sim: GitHubSimulator) -> list[Route]:

@@ -8,7 +8,8 @@ endpoints with an installation token that covers the repository's owner.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,9 +23,10 @@ from runs_fleet_github_simulator.simulator import ApiError, GitHubSimulator
 
 NOT_FOUND = "Not Found"
 MAX_PER_PAGE = 100
+T = TypeVar("T")
 
 
-def _accessible_repo(ctx: Context) -> Repository:
+def accessible_repo(ctx: Context) -> Repository:
     """The repository in the path, if the caller's installation covers it (else 404)."""
     repo = ctx.sim.repository(f"{ctx.param('owner')}/{ctx.param('repo')}")
     account = ctx.caller_installation.account
@@ -107,7 +109,7 @@ def jit_request(body: Any) -> tuple[str, int, list[str], str]:
 
 async def generate_jitconfig(ctx: Context) -> Response:
     """``POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig``."""
-    repo = _accessible_repo(ctx)
+    repo = accessible_repo(ctx)
     name, group, labels, folder = jit_request(ctx.body)
     runner = ctx.sim.register_jit_runner(
         repo.full_name, name=name, labels=labels, runner_group_id=group, work_folder=folder
@@ -120,6 +122,7 @@ async def generate_jitconfig(ctx: Context) -> Response:
 
 
 def page_params(request: Request) -> tuple[int, int]:
+    """The ``per_page`` (default 30, at most 100) and ``page`` query parameters."""
     try:
         per_page = int(request.query_params.get("per_page", "30"))
         page = int(request.query_params.get("page", "1"))
@@ -129,6 +132,7 @@ def page_params(request: Request) -> tuple[int, int]:
 
 
 def link_header(request: Request, page: int, last: int) -> dict[str, str]:
+    """GitHub's ``Link`` header to the neighbouring, first and last pages."""
     links = []
     for rel, number in (("prev", page - 1), ("next", page + 1), ("first", 1), ("last", last)):
         if 1 <= number <= last and number != page:
@@ -137,27 +141,32 @@ def link_header(request: Request, page: int, last: int) -> dict[str, str]:
     return {"Link": ", ".join(links)} if links else {}
 
 
+def page_of(request: Request, items: Sequence[T]) -> tuple[Sequence[T], dict[str, str]]:
+    """The page of ``items`` the request asks for, and its ``Link`` header."""
+    per_page, page = page_params(request)
+    last = max((len(items) + per_page - 1) // per_page, 1)
+    return items[(page - 1) * per_page : page * per_page], link_header(request, page, last)
+
+
 async def list_runners(ctx: Context) -> Response:
     """``GET /repos/{owner}/{repo}/actions/runners`` (``name``, ``per_page``, ``page``)."""
-    repo = _accessible_repo(ctx)
+    repo = accessible_repo(ctx)
     return runners_page(ctx, ctx.sim.runners_of(repo.full_name))
 
 
 def runners_page(ctx: Context, runners: list[Runner]) -> Response:
     """One page of ``runners`` (filtered by the ``name`` query parameter), with the
     ``Link`` header GitHub sends: the shape of every runner listing."""
-    per_page, page = page_params(ctx.request)
     if (name := ctx.request.query_params.get("name")) is not None:
         runners = [r for r in runners if r.name == name]
-    chunk = runners[(page - 1) * per_page : page * per_page]
-    last = max((len(runners) + per_page - 1) // per_page, 1)
+    chunk, links = page_of(ctx.request, runners)
     body = {"total_count": len(runners), "runners": [bodies.runner_json(r) for r in chunk]}
-    return JSONResponse(body, headers=link_header(ctx.request, page, last))
+    return JSONResponse(body, headers=links)
 
 
 async def get_runner(ctx: Context) -> Response:
     """``GET /repos/{owner}/{repo}/actions/runners/{runner_id}``."""
-    repo = _accessible_repo(ctx)
+    repo = accessible_repo(ctx)
     runner = ctx.sim.runners.get(ctx.param("runner_id"))
     if runner is None or runner.repository.lower() != repo.full_name.lower():
         raise ApiError(404, NOT_FOUND)
@@ -166,14 +175,14 @@ async def get_runner(ctx: Context) -> Response:
 
 async def delete_runner(ctx: Context) -> Response:
     """``DELETE /repos/{owner}/{repo}/actions/runners/{runner_id}``."""
-    repo = _accessible_repo(ctx)
+    repo = accessible_repo(ctx)
     ctx.sim.remove_runner(repo.full_name, ctx.param("runner_id"))
     return Response(status_code=204)
 
 
 async def registration_token(ctx: Context) -> Response:
     """``POST /repos/{owner}/{repo}/actions/runners/registration-token``."""
-    _accessible_repo(ctx)
+    accessible_repo(ctx)
     token = ctx.sim.issue_registration_token(ctx.caller_installation.installation_id)
     body = bodies.registration_token_json(token.value, token.expires_at)
     return JSONResponse(body, status_code=201)
@@ -181,7 +190,7 @@ async def registration_token(ctx: Context) -> Response:
 
 async def get_job(ctx: Context) -> Response:
     """``GET /repos/{owner}/{repo}/actions/jobs/{job_id}``."""
-    repo = _accessible_repo(ctx)
+    repo = accessible_repo(ctx)
     job = ctx.sim.jobs.get(ctx.param("job_id"))
     if job is None or job.repository.lower() != repo.full_name.lower():
         raise ApiError(404, NOT_FOUND)

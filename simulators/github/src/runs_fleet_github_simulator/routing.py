@@ -2,6 +2,10 @@
 parse the JSON body, authenticate, count the call against the caller's rate limit,
 answer errors in GitHub's shape with ``X-RateLimit-*`` headers, and log the call.
 
+Every successful ``GET`` carries a weak ``ETag`` (a SHA-256 of the body); a request
+whose ``If-None-Match`` names the current one gets ``304 Not Modified`` without a
+body, which, as on GitHub, does not count against the rate limit.
+
 Injected faults (:meth:`GitHubSimulator.inject_fault`) apply first, so a test can make
 any endpoint fail or throttle regardless of credentials.
 """
@@ -9,6 +13,7 @@ any endpoint fail or throttle regardless of credentials.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -86,6 +91,30 @@ def _fault_response(sim: GitHubSimulator, fault: Fault) -> Response:
     return error_response(status, message, headers)
 
 
+def etag(body: bytes) -> str:
+    """The weak ``ETag`` of an answer with ``body``."""
+    return f'W/"{hashlib.sha256(body).hexdigest()}"'
+
+
+def _names(if_none_match: str | None, tag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``tag`` (compared weakly)."""
+    if if_none_match is None:
+        return False
+    wanted = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in wanted or tag.removeprefix("W/") in wanted
+
+
+def _conditional(request: Request, response: Response) -> Response:
+    """``response`` with its ``ETag``, or ``304 Not Modified`` if the client has it."""
+    if request.method != "GET" or response.status_code != 200:
+        return response
+    tag = etag(bytes(response.body))
+    if _names(request.headers.get("if-none-match"), tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    response.headers["ETag"] = tag
+    return response
+
+
 def _authenticate(ctx: Context, kind: AuthKind) -> str:
     """Fill in the caller; return its rate-limit bucket."""
     headers = ctx.request.headers
@@ -110,17 +139,19 @@ async def _serve(ctx: Context, kind: AuthKind, handler: Handler) -> Response:
         await asyncio.sleep(fault.delay_s)
         if fault.status is not None:
             return _fault_response(sim, fault)
+    counted = False
     try:
         bucket = _authenticate(ctx, kind)
         ctx.budget = sim.budget(bucket)
-        if kind != "any":
-            if ctx.budget.remaining == 0:
-                message = f"API rate limit exceeded for {bucket.replace(':', ' ID ')}."
-                raise ApiError(403, message)
-            ctx.budget.used += 1
-        response = await handler(ctx)
+        if kind != "any" and ctx.budget.remaining == 0:
+            message = f"API rate limit exceeded for {bucket.replace(':', ' ID ')}."
+            raise ApiError(403, message)
+        counted = kind != "any"
+        response = _conditional(ctx.request, await handler(ctx))
     except ApiError as exc:
         response = error_response(exc.status, exc.message)
+    if counted and response.status_code != 304:
+        ctx.budget.used += 1
     response.headers.update(ctx.budget.headers())
     return response
 

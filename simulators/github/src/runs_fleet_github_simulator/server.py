@@ -23,6 +23,7 @@ from runs_fleet_github_simulator.control import control_routes
 from runs_fleet_github_simulator.org_rest import org_routes
 from runs_fleet_github_simulator.rest import rest_routes
 from runs_fleet_github_simulator.routing import error_response
+from runs_fleet_github_simulator.runs_rest import runs_routes
 from runs_fleet_github_simulator.simulator import GitHubSimulator
 
 
@@ -34,7 +35,7 @@ def build_app(sim: GitHubSimulator) -> Starlette:
         return error_response(status, "Not Found" if status == 404 else str(exc))
 
     return Starlette(
-        routes=[*rest_routes(sim), *org_routes(sim), *control_routes(sim)],
+        routes=[*rest_routes(sim), *runs_routes(sim), *org_routes(sim), *control_routes(sim)],
         exception_handlers={HTTPException: http_error},
     )
 

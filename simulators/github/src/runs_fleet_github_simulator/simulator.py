@@ -8,7 +8,9 @@ second one with the same name is refused (409); a runner takes the oldest queued
 of its repository (an organization runner: of its organization) whose labels it all
 has; ``queued``, ``in_progress`` and
 ``completed`` webhooks are signed and sent as GitHub sends them; an ephemeral runner is
-removed once its job completes.
+removed once its job completes; a runner that stops communicating while it runs a job
+fails that job; a job is re-run only once its workflow run has completed (workflow runs
+are :mod:`~runs_fleet_github_simulator.runs`'s).
 """
 
 from __future__ import annotations
@@ -31,9 +33,13 @@ from runs_fleet_github_simulator.records import (
     Job,
     Runner,
 )
+from runs_fleet_github_simulator.runs import WorkflowRuns
 from runs_fleet_github_simulator.traffic import Traffic
+from runs_fleet_github_simulator.webhooks import Deliveries
 
 CONCLUSIONS = ("success", "failure", "cancelled")
+RUN_STILL_RUNNING = "The workflow run containing this job is already running"
+"""GitHub's answer (403) to re-running a job whose workflow run has not completed."""
 
 
 class ApiError(Exception):
@@ -45,7 +51,7 @@ class ApiError(Exception):
         self.message = message
 
 
-class GitHubSimulator(Organizations, Traffic):
+class GitHubSimulator(Organizations, Traffic, WorkflowRuns, Deliveries):
     """A simulated GitHub (not GitHub) holding one App, for runs-fleet's tests and demo.
 
     ``app_public_key``: PEM of the App's RSA public key (its JWTs are checked with it).
@@ -69,6 +75,8 @@ class GitHubSimulator(Organizations, Traffic):
     ) -> None:
         Organizations.__init__(self, token_ttl_s=token_ttl_s, rate_limit=rate_limit, clock=clock)
         Traffic.__init__(self)
+        WorkflowRuns.__init__(self)
+        Deliveries.__init__(self, webhook_url, clock=clock)
         self._init_organizations()
         self.app = self.add_app(app_id, app_public_key, slug=app_slug)
         secret = webhook_secret.encode() if isinstance(webhook_secret, str) else webhook_secret
@@ -77,28 +85,8 @@ class GitHubSimulator(Organizations, Traffic):
         self.sender = self.account("simulated-user", USER)
         self.runners: dict[int, Runner] = {}
         self.jobs: dict[int, Job] = {}
-        self.deliveries: list[Delivery] = []
         self.closed = False
-        self._webhooks = webhooks.WebhookSender(webhook_url, clock=clock)
         self._changed: asyncio.Condition | None = None
-
-    @property
-    def webhook_url(self) -> str | None:
-        """Where webhooks go (None: recorded, never sent)."""
-        return self._webhooks.url
-
-    @webhook_url.setter
-    def webhook_url(self, url: str | None) -> None:
-        self._webhooks.url = url
-
-    @property
-    def drop_webhooks(self) -> bool:
-        """While true, deliveries are recorded but lost, like a missed webhook."""
-        return self._webhooks.drop
-
-    @drop_webhooks.setter
-    def drop_webhooks(self, drop: bool) -> None:
-        self._webhooks.drop = drop
 
     # --- runners -------------------------------------------------------------------
 
@@ -173,11 +161,13 @@ class GitHubSimulator(Organizations, Traffic):
     ) -> int:
         """Queue a job in ``repository`` and send its ``queued`` webhook (awaiting the
         delivery attempt). ``conclusion``/``duration_s``: what a simulated runner
-        reports when it runs the job. Returns the job id."""
+        reports when it runs the job. A job joining an existing run shares its commit
+        and attempt. Returns the job id."""
         if conclusion not in CONCLUSIONS:
             raise ValueError(f"conclusion must be one of {', '.join(CONCLUSIONS)}")
         repo = self.add_repository(repository, installed=False)
         job_id = self.next_id()
+        run = self.workflow_run(repo.full_name, run_id) if run_id is not None else None
         job = Job(
             job_id=job_id,
             run_id=run_id if run_id is not None else self.next_id(),
@@ -186,15 +176,42 @@ class GitHubSimulator(Organizations, Traffic):
             name=name,
             workflow_name=workflow_name,
             head_branch=head_branch,
-            head_sha=payloads.head_sha(job_id),
+            head_sha=run.first.head_sha if run else payloads.head_sha(job_id),
             created_at=self.clock(),
+            run_attempt=run.attempt if run else 1,
             planned_conclusion=conclusion,
             duration_s=duration_s,
         )
-        self.jobs[job_id] = job
-        await self._notify()
-        await self._emit("queued", job)
+        await self._enqueue(job)
         return job_id
+
+    async def rerun_job(self, job_id: int) -> int:
+        """Re-run a job as GitHub does: a new job (new id) in the next attempt of its
+        run, with the same name, labels, workflow, branch and commit, queued (its
+        ``queued`` webhook is sent). Re-running a job that was re-run already re-runs
+        its latest execution. ``ApiError`` 404 for an unknown job, 403 while the run
+        has a job not completed. Recorded in ``reruns``; returns the new job's id."""
+        old = self.jobs.get(self.latest_execution(job_id))
+        run = self.workflow_run(old.repository, old.run_id) if old is not None else None
+        if old is None or run is None:
+            raise ApiError(404, "Not Found")
+        if run.status != "completed":
+            raise ApiError(403, RUN_STILL_RUNNING)
+        job = Job(
+            job_id=self.next_id(),
+            run_id=old.run_id,
+            repository=old.repository,
+            labels=list(old.labels),
+            name=old.name,
+            workflow_name=old.workflow_name,
+            head_branch=old.head_branch,
+            head_sha=old.head_sha,
+            created_at=self.clock(),
+            run_attempt=run.attempt + 1,
+        )
+        self.reruns.append((old.job_id, job.job_id))
+        await self._enqueue(job)
+        return job.job_id
 
     def set_job_result(self, job_id: int, conclusion: str, duration_s: float | None = None) -> None:
         """Preset what the simulated runner reports for ``job_id``."""
@@ -216,38 +233,6 @@ class GitHubSimulator(Organizations, Traffic):
         defaults to its status)."""
         job = self.jobs[job_id]
         return await self._emit(action or job.status, job)
-
-    def delivery(self, delivery_id: str) -> Delivery:
-        """The latest delivery with that id (``KeyError`` if none)."""
-        for delivery in reversed(self.deliveries):
-            if delivery.delivery_id == delivery_id:
-                return delivery
-        raise KeyError(delivery_id)
-
-    def deliveries_for(self, job_id: int, action: str | None = None) -> list[Delivery]:
-        """Deliveries about ``job_id`` (of ``action`` if given), in sending order."""
-        return [
-            d
-            for d in self.deliveries
-            if d.job_id == job_id and (action is None or d.action == action)
-        ]
-
-    async def redeliver(self, delivery_id: str) -> Delivery:
-        """Send a delivery again as-is: same id, same body, same signature."""
-        delivery = self.delivery(delivery_id)
-        await self._webhooks.submit(delivery)
-        return delivery
-
-    async def duplicate(self, delivery_id: str) -> Delivery:
-        """Send a delivery's body again under a new delivery id."""
-        copy = webhooks.copy_with_new_id(self.delivery(delivery_id))
-        self.deliveries.append(copy)
-        await self._webhooks.submit(copy)
-        return copy
-
-    async def drain(self) -> None:
-        """Wait until every webhook made so far has been attempted."""
-        await self._webhooks.drain()
 
     # --- the simulated runner protocol -----------------------------------------------
 
@@ -297,6 +282,19 @@ class GitHubSimulator(Organizations, Traffic):
             self._emit_later("completed", job)
         return job
 
+    async def lose_runner(self, runner_id: int) -> Job | None:
+        """The runner's machine is gone (reclaimed, crashed) and GitHub stops hearing
+        from it: a busy runner's job ends ``failure`` (sends ``completed``) and the
+        ephemeral runner is removed; an idle runner is shown offline. Returns the job
+        it was running, if any; ``ApiError(404)`` for an unknown runner."""
+        runner = self.runners.get(runner_id)
+        if runner is None:
+            raise ApiError(404, f"no runner {runner_id}")
+        if runner.job_id is not None:
+            return await self.complete(runner, "failure")
+        await self.disconnect(runner)
+        return None
+
     async def disconnect(self, runner: Runner) -> None:
         """The runner went away: GitHub shows it offline, still registered (a pending
         :meth:`acquire` of it gives up). If it had been handed a job meanwhile (it was
@@ -328,6 +326,11 @@ class GitHubSimulator(Organizations, Traffic):
         changed = self._condition()
         async with changed:
             changed.notify_all()
+
+    async def _enqueue(self, job: Job) -> None:
+        self.jobs[job.job_id] = job
+        await self._notify()
+        await self._emit("queued", job)
 
     def _next_job_for(self, runner: Runner) -> Job | None:
         have = {label.lower() for label in runner_labels(runner)}

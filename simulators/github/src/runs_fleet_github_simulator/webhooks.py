@@ -5,7 +5,8 @@ GitHub signs the raw body with HMAC-SHA256 and the webhook secret
 headers, gives the receiver about 10 s, and never retries on its own. The simulator
 does the same; a redelivery (as from GitHub's UI) re-sends the same body with the same
 delivery id. Deliveries go out sequentially so that ``in_progress`` never overtakes
-``completed`` in tests.
+``completed`` in tests. :class:`Deliveries` keeps every delivery made, to inspect and
+re-send.
 """
 
 from __future__ import annotations
@@ -152,3 +153,62 @@ class WebhookSender:
             log.warning("webhook %s to %s failed: %s", delivery.delivery_id, self.url, exc)
             return DeliveryAttempt(at=at, status_code=None, error=f"{type(exc).__name__}")
         return DeliveryAttempt(at=at, status_code=response.status_code)
+
+
+class Deliveries:
+    """Every webhook delivery made, oldest first, and re-sending them (mixed into the
+    simulator, which makes the deliveries)."""
+
+    def __init__(self, url: str | None, *, clock: Callable[[], float]) -> None:
+        self.deliveries: list[Delivery] = []
+        self._webhooks = WebhookSender(url, clock=clock)
+
+    @property
+    def webhook_url(self) -> str | None:
+        """Where webhooks go (None: recorded, never sent)."""
+        return self._webhooks.url
+
+    @webhook_url.setter
+    def webhook_url(self, url: str | None) -> None:
+        self._webhooks.url = url
+
+    @property
+    def drop_webhooks(self) -> bool:
+        """While true, deliveries are recorded but lost, like a missed webhook."""
+        return self._webhooks.drop
+
+    @drop_webhooks.setter
+    def drop_webhooks(self, drop: bool) -> None:
+        self._webhooks.drop = drop
+
+    def delivery(self, delivery_id: str) -> Delivery:
+        """The latest delivery with that id (``KeyError`` if none)."""
+        for delivery in reversed(self.deliveries):
+            if delivery.delivery_id == delivery_id:
+                return delivery
+        raise KeyError(delivery_id)
+
+    def deliveries_for(self, job_id: int, action: str | None = None) -> list[Delivery]:
+        """Deliveries about ``job_id`` (of ``action`` if given), in sending order."""
+        return [
+            d
+            for d in self.deliveries
+            if d.job_id == job_id and (action is None or d.action == action)
+        ]
+
+    async def redeliver(self, delivery_id: str) -> Delivery:
+        """Send a delivery again as-is: same id, same body, same signature."""
+        delivery = self.delivery(delivery_id)
+        await self._webhooks.submit(delivery)
+        return delivery
+
+    async def duplicate(self, delivery_id: str) -> Delivery:
+        """Send a delivery's body again under a new delivery id."""
+        copy = copy_with_new_id(self.delivery(delivery_id))
+        self.deliveries.append(copy)
+        await self._webhooks.submit(copy)
+        return copy
+
+    async def drain(self) -> None:
+        """Wait until every webhook made so far has been attempted."""
+        await self._webhooks.drain()
