@@ -245,6 +245,24 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         minimum=10,
     ),
     _s(
+        "DISCOVER_AFTER_S",
+        "seconds a runs-fleet= job may sit queued on GitHub without its queued webhook "
+        "before the scheduler picks it up itself, from the queued jobs GitHub lists for the "
+        "repositories served in the last day (0: never look)",
+        kind=Kind.FLOAT,
+        default=120.0,
+        minimum=0,
+    ),
+    _s(
+        "RERUN_LOST_JOBS",
+        "re-run through GitHub a job that failed because its runner vanished while running "
+        "it (spot reclaim, instance or pod lost) while the run's attempt is at most this: 0 "
+        "never, 1 once; genuine failures are never re-run (the App needs Actions: write)",
+        kind=Kind.INT,
+        default=0,
+        minimum=0,
+    ),
+    _s(
         "SHUTDOWN_DELAY_S",
         "seconds the server keeps serving, with /ready answering 503, after SIGTERM "
         "before it stops accepting connections (lets a load balancer stop routing to it)",

@@ -60,6 +60,8 @@ def inspect_deployment(
     settings, problems = inspect_settings(env, setting_definitions(plugins), require=require)
     if settings.mode in MODE_WIRING:
         problems += check_wiring(settings, plugins.adapters())
+    for _plugin, check in plugins.settings().checks:
+        problems += [problem for problem in check(settings) if problem not in problems]
     problems += validate_presets(
         settings.get("RUNS_FLEET_PRESETS", {}), defaults=label_defaults(settings)
     )

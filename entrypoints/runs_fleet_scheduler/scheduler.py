@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from runs_fleet_core.usecases.completion import Completion
+from runs_fleet_core.usecases.discovery import DEFAULT_DISCOVER_AFTER_S, Discovery
 from runs_fleet_core.usecases.ephemeral import DEFAULT_IDLE_S, ephemeral_demand, retire_idle_pools
 from runs_fleet_core.usecases.healing import (
     DEFAULT_HEAL_AFTER_S,
@@ -24,7 +25,8 @@ from runs_fleet_core.usecases.healing import (
     Healer,
 )
 from runs_fleet_core.usecases.housekeeping import Housekeeper
-from runs_fleet_core.usecases.leadership import DEFAULT_LEASE_S, Leadership
+from runs_fleet_core.usecases.intake import Intake
+from runs_fleet_core.usecases.leadership import DEFAULT_LEASE_S, Chore, Leadership
 from runs_fleet_core.usecases.pools import reconcile_pools
 from runs_fleet_core.wiring import Adapters
 
@@ -45,22 +47,29 @@ def build_leadership(
     lease_s: float = DEFAULT_LEASE_S,
     heal_after_s: float = DEFAULT_HEAL_AFTER_S,
     relaunch_after_s: float = DEFAULT_RELAUNCH_AFTER_S,
+    discover_after_s: float = DEFAULT_DISCOVER_AFTER_S,
+    completion: Completion | None = None,
+    intake: Intake | None = None,
 ) -> Leadership:
     """The leader's chores wired to ``adapters``: reconcile pools (ephemeral ones sized
     from recent demand, ``demand`` overriding it), retire ephemeral pools idle for
     ``ephemeral_idle_s``, then housekeeping, then healing (jobs whose webhook never
-    came, settled against GitHub's view of them)."""
+    came, settled against GitHub's view of them), then, given ``intake`` and a positive
+    ``discover_after_s``, discovery (jobs GitHub holds queued that runs-fleet never
+    heard of)."""
+    completion = completion or Completion(
+        state=adapters.state,
+        configs=adapters.configs,
+        queue=adapters.queue,
+        clock=adapters.clock,
+        metrics=adapters.metrics,
+        github=adapters.github,
+    )
     healer = Healer(
         state=adapters.state,
         queue=adapters.queue,
         github=adapters.github,
-        completion=Completion(
-            state=adapters.state,
-            configs=adapters.configs,
-            queue=adapters.queue,
-            clock=adapters.clock,
-            metrics=adapters.metrics,
-        ),
+        completion=completion,
         providers=adapters.providers,
         clock=adapters.clock,
         metrics=adapters.metrics,
@@ -96,12 +105,27 @@ def build_leadership(
         )
         return plans
 
+    chores: list[tuple[str, Chore]] = [
+        ("pools", pools),
+        ("housekeeping", housekeeper.run),
+        ("healing", healer.heal),
+    ]
+    if intake is not None and discover_after_s > 0:
+        discovery = Discovery(
+            state=adapters.state,
+            github=adapters.github,
+            intake=intake,
+            clock=adapters.clock,
+            metrics=adapters.metrics,
+            after_s=discover_after_s,
+        )
+        chores.append(("discovery", discovery.discover))
     return Leadership(
         state=adapters.state,
         clock=adapters.clock,
         metrics=adapters.metrics,
         owner=owner or replica_name(),
-        chores=[("pools", pools), ("housekeeping", housekeeper.run), ("healing", healer.heal)],
+        chores=chores,
         ttl_s=lease_s,
     )
 

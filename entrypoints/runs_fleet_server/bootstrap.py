@@ -26,8 +26,9 @@ from runs_fleet_core.usecases.completion import Completion
 from runs_fleet_core.usecases.dispatch import Dispatcher
 from runs_fleet_core.usecases.events import RunnerEventHandler
 from runs_fleet_core.usecases.intake import Intake
+from runs_fleet_core.usecases.leadership import Leadership
 from runs_fleet_core.wiring import Adapters, build_adapters, inspect_deployment, label_defaults
-from runs_fleet_scheduler.scheduler import replica_name
+from runs_fleet_scheduler.scheduler import build_leadership, replica_name
 
 _log = logging.getLogger(__name__)
 
@@ -192,6 +193,8 @@ def build_services(env: Mapping[str, str]) -> Services:
         queue=adapters.queue,
         clock=adapters.clock,
         metrics=adapters.metrics,
+        github=adapters.github,
+        rerun_lost_jobs=settings["RUNS_FLEET_RERUN_LOST_JOBS"],
     )
     return Services(
         settings=settings,
@@ -274,4 +277,19 @@ def _dispatcher(settings: Settings, adapters: Adapters, agent: AgentEndpoint) ->
         max_attempts=settings["RUNS_FLEET_MAX_ATTEMPTS"],
         runner_settings=agent.runner_settings,
         ephemeral_pool_max_size=settings["RUNS_FLEET_EPHEMERAL_POOL_MAX_SIZE"],
+    )
+
+
+def leadership_for(services: Services) -> Leadership:
+    """The leader's chores of a server or scheduler process, tuned by its settings."""
+    settings = services.settings
+    return build_leadership(
+        services.adapters,
+        completion=services.completion,
+        intake=services.intake,
+        ephemeral_idle_s=settings["RUNS_FLEET_EPHEMERAL_POOL_IDLE_S"],
+        lease_s=settings["RUNS_FLEET_SCHEDULER_LEASE_S"],
+        heal_after_s=settings["RUNS_FLEET_HEAL_AFTER_S"],
+        relaunch_after_s=settings["RUNS_FLEET_RELAUNCH_AFTER_S"],
+        discover_after_s=settings["RUNS_FLEET_DISCOVER_AFTER_S"],
     )

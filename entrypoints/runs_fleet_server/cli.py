@@ -15,8 +15,8 @@ import os
 from collections.abc import Mapping
 
 from runs_fleet_core.wiring import start_services
-from runs_fleet_scheduler.scheduler import build_leadership, run_scheduler
-from runs_fleet_server.bootstrap import build_services, plugin_manager
+from runs_fleet_scheduler.scheduler import run_scheduler
+from runs_fleet_server.bootstrap import build_services, leadership_for, plugin_manager
 from runs_fleet_server.serve import handle_signals, serve, work
 
 _LEVELS = {
@@ -81,13 +81,7 @@ async def _schedule(env: Mapping[str, str]) -> None:
         stop = asyncio.Event()
         with handle_signals(stop):
             await run_scheduler(
-                build_leadership(
-                    services.adapters,
-                    ephemeral_idle_s=services.settings["RUNS_FLEET_EPHEMERAL_POOL_IDLE_S"],
-                    lease_s=services.settings["RUNS_FLEET_SCHEDULER_LEASE_S"],
-                    heal_after_s=services.settings["RUNS_FLEET_HEAL_AFTER_S"],
-                    relaunch_after_s=services.settings["RUNS_FLEET_RELAUNCH_AFTER_S"],
-                ),
+                leadership_for(services),
                 stop,
                 interval_s=services.scheduler_interval_s,
             )

@@ -81,7 +81,10 @@ class Job:
     launched for it registers with GitHub, ``runner_id`` the provider's id for it.
     ``observed_runner`` is the runner GitHub says actually runs the job (from
     ``in_progress``): with equal labels GitHub may hand a job to a runner launched for
-    another one, and that runner is then busy with this job.
+    another one, and that runner is then busy with this job. ``runner_lost`` says why
+    the runner GitHub gave the job to vanished while running it (GitHub then fails the
+    job); ``runner_exit`` is the exit code the agent reported when its runner ended on
+    its own, which rules a vanished runner out.
     """
 
     job_id: JobId
@@ -95,6 +98,8 @@ class Job:
     runner_id: RunnerId | None = None
     runner_name: str | None = None
     observed_runner: str | None = None
+    runner_lost: str | None = None
+    runner_exit: int | None = None
     backend: str | None = None
     pool: str | None = None
     claim_owner: str | None = None
@@ -176,6 +181,12 @@ class Job:
             claim_expires_at=None,
             enqueued_at=at,
         )
+
+    @property
+    def taken_by_its_runner(self) -> bool:
+        """Whether GitHub gave the job to the runner launched for it (``in_progress``
+        named that runner): from then on GitHub, not runs-fleet, decides its fate."""
+        return self.observed_runner is not None and self.observed_runner == self.runner_name
 
     def entered(self, status: JobStatus) -> datetime | None:
         """When the job last entered ``status`` (``None`` if it never did)."""

@@ -59,7 +59,10 @@ def runs_fleet_register_settings(registry: SettingsRegistry) -> None:
         ``runs-fleet config check``, and reach factories through
         ``context.settings.get(NAME)``. A name the core already uses is refused. Mark
         secrets with ``secret=True``: they can then be
-        read from ``<NAME>_FILE`` and are never printed.
+        read from ``<NAME>_FILE`` and are never printed. For what no single setting's
+        validation can see (settings that contradict each other), add a check with
+        ``registry.add_check(fn)``: ``fn(settings)`` returns the problems, each naming
+        the setting to fix.
     """
 
 

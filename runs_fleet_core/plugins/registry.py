@@ -7,7 +7,7 @@ out factories by name with an error that says which names exist.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Generic, TypeVar
 
@@ -207,13 +207,24 @@ class ServiceRegistry:
         self.services.add(name, factory, self.plugin)
 
 
+SettingsCheck = Callable[[Settings], Sequence[str]]
+
+
 class SettingsRegistry:
     def __init__(self) -> None:
         self.plugin = "?"
         self.settings: NamedOffers[Setting] = NamedOffers("setting")
+        self.checks: list[tuple[str, SettingsCheck]] = []
 
     def add(self, setting: Setting) -> None:
         self.settings.add(setting.name, setting, self.plugin)
+
+    def add_check(self, check: SettingsCheck) -> None:
+        """Add a check of the parsed settings together, for what no single setting's
+        own validation can see (two settings that contradict each other, a URL of the
+        wrong shape): ``check(settings)`` returns the problems, each naming the setting
+        to fix. ``config check`` and start-up report them with every other problem."""
+        self.checks.append((self.plugin, check))
 
     def all(self) -> Mapping[str, Setting]:
         return {o.name: o.item for o in self.settings.offers()}

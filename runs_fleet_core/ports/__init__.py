@@ -8,7 +8,13 @@ it must pass.
 from runs_fleet_core.ports.compute import PoolProvider, Provider
 from runs_fleet_core.ports.configs import ConfigStore
 from runs_fleet_core.ports.events import RunnerEvent, RunnerEventKind, RunnerEvents
-from runs_fleet_core.ports.github import GitHub, GitHubRunner, JitConfig, JobStatusReport
+from runs_fleet_core.ports.github import (
+    GitHub,
+    GitHubRunner,
+    JitConfig,
+    JobStatusReport,
+    QueuedJob,
+)
 from runs_fleet_core.ports.identity import RunnerIdentity
 from runs_fleet_core.ports.observe import Clock, Metrics, SystemClock
 from runs_fleet_core.ports.queue import DeadLetter, Delivery, Queue
@@ -24,6 +30,7 @@ __all__ = [
     "JitConfig",
     "JobOutbox",
     "JobStatusReport",
+    "QueuedJob",
     "Metrics",
     "PoolProvider",
     "Provider",

@@ -8,6 +8,7 @@ bounded backoff, honours ``Retry-After`` on 403/429, and raises ``GitHubError`` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -44,6 +45,20 @@ class JobStatusReport:
     status: str
     conclusion: str | None = None
     runner_name: str | None = None
+    run_attempt: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class QueuedJob:
+    """A job GitHub holds queued for a runner: what a ``queued`` webhook would carry.
+    ``created_at`` is when GitHub queued it (``None`` if GitHub did not say)."""
+
+    job_id: JobId
+    run_id: int
+    run_attempt: int
+    repository: str
+    labels: tuple[str, ...]
+    created_at: datetime | None = None
 
 
 @runtime_checkable
@@ -71,4 +86,15 @@ class GitHub(Protocol):
     async def get_job(self, repository: str, job_id: JobId) -> JobStatusReport:
         """The job's current status as GitHub knows it; ``NotFoundError`` if GitHub
         has no such job in ``repository``."""
+        ...
+
+    async def list_queued_jobs(self, repository: str) -> Sequence[QueuedJob]:
+        """Every job of ``repository`` that GitHub holds queued for a runner, from its
+        queued and in-progress workflow runs. Adapters should ask conditionally
+        (``If-None-Match``), so asking again about a quiet repository is cheap."""
+        ...
+
+    async def rerun_job(self, repository: str, job_id: JobId) -> None:
+        """Ask GitHub to run the finished job ``job_id`` again: GitHub queues it as a
+        new job (a new id, the run's next attempt) and sends its ``queued`` webhook."""
         ...

@@ -5,19 +5,32 @@ one launched for it (a mismatch is recorded and counted); ``completed`` and the 
 final report end the job, delete its runner config and free its warm-pool runner. A
 spot interruption requeues the job once, on-demand, with its original labels.
 Everything here is idempotent: webhooks arrive late, twice or out of order.
+
+A runner that vanishes while running its job (spot reclaim, instance or pod lost)
+cannot be replaced by runs-fleet: GitHub gave the job to that runner and fails it when
+the runner stops answering. The job records why its runner was lost, and when GitHub's
+``completed`` says ``failure``, it is re-run through GitHub's API if the operator asked
+for that (``rerun_lost_jobs``: re-run while the run's attempt is at most that many, so
+1 re-runs once); a job whose runner ended on its own (the agent reported its exit) is a
+genuine failure and never re-run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import logging
 
 import attrs
 
 from runs_fleet_core.domain.ids import JobId, RunnerId, runner_name_for
 from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.domain.messages import AgentEvent, AgentReport, JobMessage, WorkflowJobEvent
-from runs_fleet_core.errors import ConflictError
-from runs_fleet_core.ports import Clock, ConfigStore, Metrics, Queue, StateStore
+from runs_fleet_core.errors import AdapterError, ConflictError
+from runs_fleet_core.ports import Clock, ConfigStore, GitHub, Metrics, Queue, StateStore
+
+_log = logging.getLogger(__name__)
+RERUN_SETTING = "RUNS_FLEET_RERUN_LOST_JOBS"
 
 
 class CompletionOutcome(enum.StrEnum):
@@ -35,6 +48,8 @@ class Completion:
     clock: Clock
     metrics: Metrics
     max_conflicts: int = 5
+    github: GitHub | None = None
+    rerun_lost_jobs: int = 0
 
     async def job_started(self, event: WorkflowJobEvent) -> CompletionOutcome:
         """Handle ``in_progress``: the job runs on ``event.runner_name``, which is
@@ -58,9 +73,62 @@ class Completion:
                 continue
 
     async def job_finished(self, event: WorkflowJobEvent) -> CompletionOutcome:
-        """Handle ``completed``: the job ended with ``event.conclusion``."""
+        """Handle ``completed``: the job ended with ``event.conclusion``; a failure
+        caused by a lost runner is re-run when the policy allows (see above)."""
         status = JobStatus.CANCELLED if event.conclusion == "cancelled" else JobStatus.COMPLETED
-        return await self._move(event.job_id, status, reason=f"conclusion: {event.conclusion}")
+        outcome = await self._move(event.job_id, status, reason=f"conclusion: {event.conclusion}")
+        if outcome is CompletionOutcome.UPDATED and event.conclusion == "failure":
+            await self._after_lost_runner(event)
+        return outcome
+
+    async def _after_lost_runner(self, event: WorkflowJobEvent) -> None:
+        """Re-run the failed job if its runner vanished and the policy allows; the
+        job's reason then says what was done."""
+        job = await self.state.get_job(event.job_id)
+        if job is None or job.runner_lost is None or job.runner_exit is not None:
+            return
+        note = await self._rerun(job, event.run_attempt)
+        self.metrics.increment("lost_runner_failures", labels={"rerun": note.split(":")[0]})
+        reason = f"conclusion: failure, its runner was lost ({job.runner_lost}); {note}"
+        _log.info("job %s of %s: %s", job.job_id, job.repository, reason)
+        with contextlib.suppress(ConflictError):
+            await self.state.put_job(attrs.evolve(job, reason=reason), expect_version=job.version)
+
+    async def _rerun(self, job: Job, run_attempt: int) -> str:
+        if self.github is None or self.rerun_lost_jobs < 1:
+            return f"not re-run: {RERUN_SETTING} is 0"
+        if run_attempt > self.rerun_lost_jobs:
+            return f"not re-run: run attempt {run_attempt} is past {RERUN_SETTING}"
+        try:
+            await self.github.rerun_job(job.repository, job.job_id)
+        except AdapterError as exc:
+            return f"refused: GitHub did not re-run it: {exc}"
+        return "re-run requested: GitHub queues it again as a new job"
+
+    async def runner_lost(self, job_id: JobId, runner_name: str, why: str) -> CompletionOutcome:
+        """Record that ``runner_name`` vanished while running job ``job_id`` (GitHub
+        will fail the job); only for the runner GitHub gave the job to, and not once
+        the agent reported that runner's own exit."""
+        for _ in range(self.max_conflicts):
+            job = await self.state.get_job(job_id)
+            if job is None:
+                return CompletionOutcome.UNKNOWN_JOB
+            if (
+                job.final
+                or job.observed_runner != runner_name
+                or job.runner_lost is not None
+                or job.runner_exit is not None
+            ):
+                return CompletionOutcome.UNCHANGED
+            try:
+                await self.state.put_job(
+                    attrs.evolve(job, runner_lost=why), expect_version=job.version
+                )
+            except ConflictError:
+                continue
+            self.metrics.increment("runners_lost")
+            return CompletionOutcome.UPDATED
+        raise ConflictError(f"job {job_id} kept changing while being updated; try again")
 
     async def agent_reported(self, report: AgentReport) -> CompletionOutcome:
         """Handle the agent's own account of its job.
@@ -74,11 +142,14 @@ class Completion:
             return await self._move(
                 report.job_id, JobStatus.RUNNING, runner_name=report.runner_name
             )
-        if report.event is AgentEvent.INTERRUPTED:
-            return await self._requeue(report.job_id, report.detail or "runner interrupted")
         job = await self.state.get_job(report.job_id)
         if job is None:
             return CompletionOutcome.UNKNOWN_JOB
+        if report.event is AgentEvent.INTERRUPTED:
+            why = report.detail or "runner interrupted"
+            if job.taken_by_its_runner and job.runner_name == report.runner_name:
+                return await self.runner_lost(job.job_id, report.runner_name, why)
+            return await self._requeue(report.job_id, why)
         self.metrics.increment("agent_exits", labels={"event": report.event.value})
         if report.event is AgentEvent.FAILED and job.entered(JobStatus.RUNNING) is None:
             detail = report.detail or f"exit code {report.exit_code}"
@@ -87,6 +158,9 @@ class Completion:
                 JobStatus.FAILED,
                 reason=f"runner failed before the job ran: {detail}",
             )
+        mine = report.runner_name == job.runner_name
+        if mine and not job.final and report.exit_code is not None and job.runner_exit is None:
+            await self._note_exit(job, report.exit_code)
         return CompletionOutcome.UNCHANGED
 
     async def _move(
@@ -117,6 +191,14 @@ class Completion:
             self._observe(moved)
             return CompletionOutcome.UPDATED
         raise ConflictError(f"job {job_id} kept changing while being updated; try again")
+
+    async def _note_exit(self, job: Job, exit_code: int) -> None:
+        """Record the exit code the agent reported for the job's runner (it ended on
+        its own, so a failure that follows is the job's, not a lost runner's)."""
+        with contextlib.suppress(ConflictError):
+            await self.state.put_job(
+                attrs.evolve(job, runner_exit=exit_code), expect_version=job.version
+            )
 
     def _check_runner(self, job: Job, runner_name: str) -> None:
         if job.runner_name is not None and job.runner_name != runner_name:

@@ -10,6 +10,11 @@ What each event does to a job:
   (``claimed``/``launching``) is requeued the same way. A job that was running is left
   to GitHub: its ``completed`` webhook ends it, and an agent that terminates its own
   instance right after a job must not make that job look lost.
+* either, for a runner GitHub had given the job to: runs-fleet cannot hand that job to
+  another runner; the job records that its runner was lost, which decides whether
+  GitHub's ``failure`` is re-run (:meth:`Completion.runner_lost`). An agent that
+  reported its runner's exit first rules this out, so a self-terminating instance
+  never makes its job look lost.
 * **report**: an agent's report, accepted only with the token of that job and runner.
 
 An event that names no job we track is ignored (a warm-pool instance being stopped, a
@@ -81,9 +86,13 @@ class RunnerEventHandler:
         job = await self._job_holding(event.runner_id)
         if job is None:
             return EventOutcome.IGNORED
+        why = event.detail or f"runner {event.runner_id} {event.kind.value}"
+        if job.taken_by_its_runner and job.runner_name is not None:
+            _log.info("job %s: its runner %s vanished while running it: %s", job.job_id,
+                      event.runner_id, why)  # fmt: skip
+            return _outcome(await self.completion.runner_lost(job.job_id, job.runner_name, why))
         if event.kind is RunnerEventKind.GONE and job.status not in NOT_STARTED:
             return EventOutcome.IGNORED
-        why = event.detail or f"runner {event.runner_id} {event.kind.value}"
         report = AgentReport(
             job_id=job.job_id,
             runner_name=job.runner_name or "",

@@ -13,7 +13,8 @@ have done:
   is removed, exactly as the ``completed`` webhook does.
 * GitHub says ``in_progress``: the job runs on the runner GitHub names.
 * GitHub says ``queued`` and runs-fleet has a job that should have had a runner by now
-  (launching, or queued/claimed/requeued past ``relaunch_after_s``): its runner is
+  (launching, running on a runner GitHub never gave it to, or queued/claimed/requeued
+  past ``relaunch_after_s``): its runner is
   removed and the job is dispatched again as its next attempt, up to ``max_attempts``;
   then it fails with the reason. ``waiting`` (an environment's approval) is left alone.
 * GitHub does not know the job (deleted run, repository gone): it is cancelled.
@@ -131,12 +132,20 @@ class Healer:
                 self._event(job, report, WorkflowJobAction.IN_PROGRESS)
             )
             return "started"
-        if report.status == "queued" and job.status in WAITING_FOR_A_RUNNER:
+        if report.status == "queued" and self._wants_a_runner(job):
             since = job.entered(job.status) or job.created_at
             if (self.clock.now() - since).total_seconds() < self.relaunch_after_s:
                 return None
             return await self._relaunch(job)
         return None  # waiting for an approval, or GitHub lags behind a runner we saw
+
+    @staticmethod
+    def _wants_a_runner(job: Job) -> bool:
+        """Whether runs-fleet still owes the job a runner: it waits for one, or its
+        runner started (the agent said so) but GitHub never gave it the job."""
+        if job.status is JobStatus.RUNNING:
+            return job.observed_runner is None
+        return job.status in WAITING_FOR_A_RUNNER
 
     async def _relaunch(self, job: Job) -> str:
         """Remove the runner that never took the job and dispatch it again."""
@@ -189,7 +198,7 @@ class Healer:
             action=action,
             job_id=job.job_id,
             run_id=int(job.run_id),
-            run_attempt=1,
+            run_attempt=report.run_attempt,
             repository=job.repository,
             labels=job.spec.labels if job.spec else (),
             delivery_id="",

@@ -154,6 +154,26 @@ def test_config_check_passes_and_hides_secrets() -> None:
     assert "(secret)" in result.stdout and "do-not-print-me" not in result.stdout
 
 
+def test_config_check_reports_github_settings_that_do_not_fit_together() -> None:
+    result = _cli(
+        "config",
+        "check",
+        "--json",
+        RUNS_FLEET_MODE="memory",
+        RUNS_FLEET_GITHUB_WEBHOOK_SECRET="do-not-print-me",
+        RUNS_FLEET_GITHUB_API_URL="https://ghe.example.com",
+        RUNS_FLEET_RUNNER_GROUP="builders",
+    )
+    assert result.returncode == 2
+    problems = json.loads(result.stdout)["problems"]
+    assert any(
+        "RUNS_FLEET_GITHUB_API_URL" in p and "https://ghe.example.com/api/v3" in p for p in problems
+    ), problems
+    assert any("RUNS_FLEET_RUNNER_GROUP='builders' needs RUNS_FLEET_RUNNER_SCOPE=org" in p
+               for p in problems), problems  # fmt: skip
+    assert "do-not-print-me" not in result.stdout + result.stderr
+
+
 def test_plugins_lists_the_built_in_plugins() -> None:
     result = _cli("plugins")
     assert result.returncode == 0

@@ -32,6 +32,7 @@ from tests.integration.github_sim_fixture import (
 
 pytest_plugins = ["tests.integration.github_sim_fixture"]
 
+REGISTRATION = f"/repos/{ORG_REPO}/actions/runners/registration-token"
 RUNNERS = f"/repos/{ORG_REPO}/actions/runners"
 JITCONFIG = f"{RUNNERS}/generate-jitconfig"
 LABELS = ["runs-fleet=5/cpu=2"]
@@ -179,8 +180,9 @@ async def test_the_remaining_budget_is_tracked_per_owner(
 ) -> None:
     async with make_client() as client:
         await client.list_runners(ORG_REPO)
-        await client.list_runners(ORG_REPO)
+        await client.registration_token(ORG_REPO)
         await client.list_runners(USER_REPO)
+        await client.list_runners(USER_REPO)  # unchanged: a 304, which costs nothing
 
     assert client.ledger.remaining("octo-org") == 4998
     assert client.ledger.remaining("octocat") == 4999
@@ -196,18 +198,18 @@ async def test_a_spent_budget_is_not_spent_further(
 ) -> None:
     github_sim.rate_limit = 2
     async with make_client() as client:
-        await client.list_runners(ORG_REPO)
-        await client.list_runners(ORG_REPO)
+        await client.registration_token(ORG_REPO)
+        await client.registration_token(ORG_REPO)
 
         with pytest.raises(GitHubError, match="budget of octo-org is spent") as caught:
-            await client.list_runners(ORG_REPO)
+            await client.registration_token(ORG_REPO)
         assert caught.value.retryable is True
-        assert len(github_sim.calls("GET", RUNNERS)) == 2
+        assert len(github_sim.calls("POST", REGISTRATION)) == 2
 
         clock.advance(3600 - 3)
-        assert await client.list_runners(ORG_REPO) == []
+        assert await client.registration_token(ORG_REPO)
 
-    assert [c.status for c in github_sim.calls("GET", RUNNERS)] == [200, 200, 200]
+    assert [c.status for c in github_sim.calls("POST", REGISTRATION)] == [201, 201, 201]
     assert metrics.count("github_throttled_calls", reason="rate_exhausted") == 2
 
 

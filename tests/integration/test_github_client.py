@@ -140,7 +140,8 @@ async def test_a_revoked_token_is_replaced_once(
     github_sim.tokens.clear()
 
     assert await github_client.list_runners(ORG_REPO) == []
-    assert [c.status for c in github_sim.calls("GET", RUNNERS)] == [200, 401, 200]
+    # the third call, with the new token, asks conditionally: nothing changed, 304
+    assert [c.status for c in github_sim.calls("GET", RUNNERS)] == [200, 401, 304]
     assert _token_calls(github_sim) == 2
 
 

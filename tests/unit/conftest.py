@@ -101,13 +101,15 @@ class World:
             **kwargs,
         )  # type: ignore[arg-type]
 
-    def completion(self) -> Completion:
+    def completion(self, rerun_lost_jobs: int = 0) -> Completion:
         return Completion(
             state=self.state,
             configs=self.configs,
             queue=self.queue,
             clock=self.clock,
             metrics=self.metrics,
+            github=self.github,
+            rerun_lost_jobs=rerun_lost_jobs,
         )
 
     def housekeeper(self) -> Housekeeper:

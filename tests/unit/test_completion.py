@@ -2,12 +2,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import attrs
+
 from runs_fleet_core.domain.ids import JobId, RunnerId, runner_name_for
 from runs_fleet_core.domain.job import JobStatus
 from runs_fleet_core.domain.messages import AgentEvent, AgentReport, WorkflowJobAction
+from runs_fleet_core.errors import GitHubError
+from runs_fleet_core.ports.github import JobStatusReport
 from runs_fleet_core.usecases.completion import CompletionOutcome
 
-from .conftest import World, event
+from .conftest import REPO, World, event
 
 JOB = JobId(1)
 NAME = runner_name_for(JOB, 1)
@@ -158,3 +162,90 @@ async def test_a_runner_that_breaks_before_its_job_starts_fails_the_job(world: W
     job = await world.state.get_job(JOB)
     assert job is not None and job.status is JobStatus.FAILED
     assert job.reason == "runner failed before the job ran: run.sh not found"
+
+
+async def _lost_and_failed(world: World, *, rerun: int, run_attempt: int = 1) -> CompletionOutcome:
+    """The job runs on its runner, the runner is reclaimed, GitHub fails the job."""
+    await _launched(world)
+    completion = world.completion(rerun_lost_jobs=rerun)
+    await completion.job_started(event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name=NAME))
+    lost = await completion.agent_reported(
+        _report(AgentEvent.INTERRUPTED, detail="spot interruption")
+    )
+    assert lost is CompletionOutcome.UPDATED
+    world.github.jobs[JOB] = JobStatusReport(job_id=JOB, status="completed", conclusion="failure")
+    failed = attrs.evolve(
+        event(1, action=WorkflowJobAction.COMPLETED, conclusion="failure"), run_attempt=run_attempt
+    )
+    return await completion.job_finished(failed)
+
+
+async def test_a_job_failed_by_its_lost_runner_is_rerun_once_when_configured(world: World) -> None:
+    assert await _lost_and_failed(world, rerun=1) is CompletionOutcome.UPDATED
+    assert world.github.reruns == [(REPO, JOB)]
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.status is JobStatus.COMPLETED
+    assert job.reason is not None and "spot interruption" in job.reason
+    assert "re-run requested" in job.reason
+    assert world.queue.pending_count() == 0  # GitHub queues the re-run as a new job
+
+
+async def test_the_rerun_of_a_rerun_is_not_rerun(world: World) -> None:
+    await _lost_and_failed(world, rerun=1, run_attempt=2)
+    assert world.github.reruns == []
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.reason is not None
+    assert "not re-run: run attempt 2 is past RUNS_FLEET_RERUN_LOST_JOBS" in job.reason
+
+
+async def test_lost_runner_failures_are_not_rerun_by_default(world: World) -> None:
+    await _lost_and_failed(world, rerun=0)
+    assert world.github.reruns == []
+    job = await world.state.get_job(JOB)
+    assert (
+        job is not None
+        and job.reason is not None
+        and "RUNS_FLEET_RERUN_LOST_JOBS is 0" in (job.reason)
+    )
+
+
+async def test_a_genuine_failure_is_never_rerun(world: World) -> None:
+    await _launched(world)
+    completion = world.completion(rerun_lost_jobs=3)
+    await completion.job_started(event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name=NAME))
+    exited = attrs.evolve(_report(AgentEvent.FAILED), exit_code=1)
+    await completion.agent_reported(exited)
+    world.github.jobs[JOB] = JobStatusReport(job_id=JOB, status="completed", conclusion="failure")
+    await completion.job_finished(
+        event(1, action=WorkflowJobAction.COMPLETED, conclusion="failure")
+    )
+    # an interruption reported after the runner's own exit changes nothing either
+    await completion.agent_reported(_report(AgentEvent.INTERRUPTED, detail="late"))
+    assert world.github.reruns == []
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.reason == "conclusion: failure" and job.runner_lost is None
+
+
+async def test_a_cancelled_job_whose_runner_was_lost_is_not_rerun(world: World) -> None:
+    await _launched(world)
+    completion = world.completion(rerun_lost_jobs=1)
+    await completion.job_started(event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name=NAME))
+    await completion.agent_reported(_report(AgentEvent.INTERRUPTED, detail="pod evicted"))
+    world.github.jobs[JOB] = JobStatusReport(job_id=JOB, status="completed", conclusion="cancelled")
+    await completion.job_finished(
+        event(1, action=WorkflowJobAction.COMPLETED, conclusion="cancelled")
+    )
+    assert world.github.reruns == []
+
+
+async def test_a_refused_rerun_is_recorded_not_raised(world: World) -> None:
+    await _launched(world)
+    world.github.fail_next.append(GitHubError("403 cannot be rerun", retryable=False))
+    completion = world.completion(rerun_lost_jobs=1)
+    await completion.job_started(event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name=NAME))
+    await completion.agent_reported(_report(AgentEvent.INTERRUPTED, detail="spot interruption"))
+    finished = event(1, action=WorkflowJobAction.COMPLETED, conclusion="failure")
+    assert await completion.job_finished(finished) is CompletionOutcome.UPDATED
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.reason is not None and "refused" in job.reason
+    assert world.metrics.count("lost_runner_failures", rerun="refused") == 1

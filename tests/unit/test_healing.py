@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from runs_fleet_core.domain.ids import JobId
 from runs_fleet_core.domain.job import Job, JobStatus
+from runs_fleet_core.domain.messages import WorkflowJobAction
 from runs_fleet_core.domain.runner import RunnerPhase
 from runs_fleet_core.ports.github import JobStatusReport
 from runs_fleet_core.usecases.healing import Healer
@@ -132,3 +133,40 @@ async def test_a_pass_asks_about_a_bounded_number_of_jobs_least_recently_asked_f
     healer = _healer(world, max_per_pass=2)
     assert (await healer.heal()).checked == (1, 2)  # the oldest first
     assert (await healer.heal()).checked == (3, 1)  # then the one not asked yet
+
+
+async def test_a_runner_that_started_but_never_got_its_job_from_github_is_replaced(
+    world: World,
+) -> None:
+    from datetime import UTC, datetime
+
+    from runs_fleet_core.domain.messages import AgentEvent, AgentReport
+
+    first = await _launched(world, 1)
+    started = AgentReport(
+        job_id=JobId(1),
+        runner_name=first.runner_name or "",
+        event=AgentEvent.STARTED,
+        at=datetime(2026, 1, 5, tzinfo=UTC),
+    )
+    await world.completion().agent_reported(started)
+    assert (await _job(world, 1)).status is JobStatus.RUNNING
+    world.github.jobs[JobId(1)] = JobStatusReport(job_id=JobId(1), status="queued")
+    world.clock.advance(901)
+    assert (await _healer(world).heal()).relaunched == (1,)
+    requeued = await _job(world, 1)
+    assert (requeued.status, requeued.attempt) == (JobStatus.REQUEUED, 2)
+
+
+async def test_a_job_github_runs_on_its_runner_is_never_relaunched(world: World) -> None:
+    job = await _launched(world, 1)
+    await world.completion().job_started(
+        event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name=job.runner_name)
+    )
+    world.github.jobs[JobId(1)] = JobStatusReport(
+        job_id=JobId(1), status="in_progress", runner_name=job.runner_name
+    )
+    world.clock.advance(3600)
+    report = await _healer(world).heal()
+    assert report.checked == (1,) and report.relaunched == () and report.started == ()
+    assert (await _job(world, 1)).attempt == 1

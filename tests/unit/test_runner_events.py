@@ -52,7 +52,7 @@ def _event(kind: RunnerEventKind, runner_id: RunnerId | None, **fields: object) 
 
 
 async def test_a_spot_warning_requeues_the_job_once_on_demand(world: World) -> None:
-    runner_id = await _running(world)
+    runner_id = await _launched(world)
     handler = _handler(world)
     warning = _event(RunnerEventKind.INTERRUPTION, runner_id, detail="spot interruption")
     assert await handler.handle("memory", warning) is EventOutcome.HANDLED
@@ -72,12 +72,35 @@ async def test_a_runner_that_vanished_before_starting_requeues_its_job(world: Wo
     assert job is not None and job.status is JobStatus.REQUEUED
 
 
-async def test_a_running_job_whose_runner_is_gone_is_left_to_github(world: World) -> None:
+@pytest.mark.parametrize("kind", [RunnerEventKind.INTERRUPTION, RunnerEventKind.GONE])
+async def test_a_job_whose_runner_vanished_while_running_it_is_left_to_github(
+    world: World, kind: RunnerEventKind
+) -> None:
     runner_id = await _running(world)
+    handler = _handler(world)
+    lost = _event(kind, runner_id, detail="instance terminated")
+    assert await handler.handle("memory", lost) is EventOutcome.HANDLED
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.status is JobStatus.RUNNING and job.attempt == 1
+    assert job.runner_lost == "instance terminated"
+    assert world.queue.pending_count() == 0  # GitHub gave the job to that runner: no relaunch
+    assert await handler.handle("memory", lost) is EventOutcome.IGNORED  # delivered twice
+
+
+async def test_a_runner_gone_after_its_agent_reported_its_exit_is_not_lost(world: World) -> None:
+    runner_id = await _running(world)
+    exited = AgentReport(
+        job_id=JOB,
+        runner_name=NAME,
+        event=AgentEvent.FAILED,
+        at=datetime(2026, 1, 5, tzinfo=UTC),
+        exit_code=1,
+    )
+    await world.completion().agent_reported(exited)
     gone = _event(RunnerEventKind.GONE, runner_id, detail="instance terminated")
     assert await _handler(world).handle("memory", gone) is EventOutcome.IGNORED
     job = await world.state.get_job(JOB)
-    assert job is not None and job.status is JobStatus.RUNNING
+    assert job is not None and job.runner_lost is None and job.runner_exit == 1
 
 
 async def test_events_about_runners_without_a_job_are_ignored(world: World) -> None:

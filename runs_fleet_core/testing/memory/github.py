@@ -18,19 +18,23 @@ import attrs
 
 from runs_fleet_core.domain.ids import JobId
 from runs_fleet_core.errors import GitHubError, NotFoundError
-from runs_fleet_core.ports.github import GitHubRunner, JitConfig, JobStatusReport
+from runs_fleet_core.ports.github import GitHubRunner, JitConfig, JobStatusReport, QueuedJob
 
 
 class FakeGitHub:
     """The :class:`~runs_fleet_core.ports.GitHub` port, in memory.
 
     ``jobs``: what :meth:`get_job` reports, keyed by job id (set by the test).
+    ``queued``: the jobs :meth:`list_queued_jobs` lists, by repository (set by the test).
+    ``reruns``: ``(repository, job id)`` of every :meth:`rerun_job` call.
     ``fail_next``: exceptions popped (first one first) and raised by the next call of
     any port method before it does anything, to simulate outages and throttling.
     """
 
     def __init__(self) -> None:
         self.jobs: dict[JobId, JobStatusReport] = {}
+        self.queued: dict[str, list[QueuedJob]] = {}
+        self.reruns: list[tuple[str, JobId]] = []
         self.fail_next: list[Exception] = []
         self._runners: dict[str, dict[int, GitHubRunner]] = {}
         self._ids = itertools.count(1)
@@ -86,6 +90,20 @@ class FakeGitHub:
         if report is None:
             raise NotFoundError(f"job {job_id} not found in {repository}")
         return report
+
+    async def list_queued_jobs(self, repository: str) -> Sequence[QueuedJob]:
+        """``queued[repository]``."""
+        await self._call()
+        return list(self.queued.get(repository, ()))
+
+    async def rerun_job(self, repository: str, job_id: JobId) -> None:
+        """Record the re-run; ``GitHubError`` (not retryable) unless ``jobs`` says the
+        job is completed, as GitHub refuses to re-run a job that has not finished."""
+        await self._call()
+        report = self.jobs.get(job_id)
+        if report is None or report.status != "completed":
+            raise GitHubError(f"job {job_id} of {repository} cannot be re-run", retryable=False)
+        self.reruns.append((repository, job_id))
 
     def set_runner_state(
         self, repository: str, runner_id: int, *, busy: bool, status: str = "online"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -26,10 +26,11 @@ import httpx
 from runs_fleet_core.domain.ids import JobId
 from runs_fleet_core.errors import GitHubError, NotFoundError
 from runs_fleet_core.ports import Clock, Metrics, SystemClock
-from runs_fleet_core.ports.github import GitHubRunner, JitConfig, JobStatusReport
+from runs_fleet_core.ports.github import GitHubRunner, JitConfig, JobStatusReport, QueuedJob
 from runs_fleet_github.auth import AppAuth
 from runs_fleet_github.budget import RateLedger, TokenBucket
 from runs_fleet_github.keys import load_app_key
+from runs_fleet_github.listing import ConditionalCache, page_key, queued_job, runner_of
 from runs_fleet_github.scope import (
     GROUP_SETTING,
     SCOPE_SETTING,
@@ -46,6 +47,8 @@ log = logging.getLogger("runs_fleet_github")
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_JIT_PER_MINUTE = 60.0
 PER_PAGE = 100
+MAX_PAGES = 10
+QUEUED_RUN_STATUSES = ("queued", "in_progress")
 
 
 def _repo_path(repository: str) -> str:
@@ -56,16 +59,6 @@ def _repo_path(repository: str) -> str:
 
 def _unexpected(method: str, path: str) -> GitHubError:
     return GitHubError(f"GitHub {method} {path}: unexpected answer", retryable=True)
-
-
-def _runner(data: Any) -> GitHubRunner:
-    return GitHubRunner(
-        runner_id=int(data["id"]),
-        name=str(data["name"]),
-        busy=bool(data["busy"]),
-        status=str(data["status"]),
-        labels=tuple(str(label["name"]) for label in data.get("labels", [])),
-    )
 
 
 class GitHubAppClient:
@@ -125,6 +118,7 @@ class GitHubAppClient:
         self.ledger = RateLedger(
             clock=self._clock, sleep=sleep, max_wait_s=self._api.retry.max_wait_s, metrics=metrics
         )
+        self.pages = ConditionalCache()
 
     def __repr__(self) -> str:
         return f"GitHubAppClient(app_id={self._auth.app_id}, scope={self.scope.value})"
@@ -231,9 +225,53 @@ class GitHubAppClient:
                 status=str(data["status"]),
                 conclusion=data.get("conclusion"),
                 runner_name=data.get("runner_name"),
+                run_attempt=int(data.get("run_attempt") or 1),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise _unexpected("GET", path) from None
+
+    async def list_queued_jobs(self, repository: str) -> Sequence[QueuedJob]:
+        """The jobs GitHub holds queued in ``repository``: the queued jobs of its queued
+        and in-progress workflow runs (a run with one job done and one waiting for a
+        runner is in progress). Every page is asked conditionally, so a repository
+        where nothing changed costs no rate budget."""
+        runs_path = f"{_repo_path(repository)}/actions/runs"
+        found: dict[JobId, QueuedJob] = {}
+        for status in QUEUED_RUN_STATUSES:
+            for run in await self._list(repository, runs_path, "workflow_runs", {"status": status}):
+                try:
+                    jobs_path = f"{runs_path}/{int(run['id'])}/jobs"
+                except (KeyError, TypeError, ValueError):
+                    raise _unexpected("GET", runs_path) from None
+                try:
+                    jobs = await self._list(repository, jobs_path, "jobs", {"filter": "latest"})
+                except NotFoundError:
+                    continue  # the run was deleted meanwhile
+                for item in jobs:
+                    try:
+                        job = queued_job(repository, item)
+                    except (KeyError, TypeError, ValueError, AttributeError):
+                        raise _unexpected("GET", jobs_path) from None
+                    if job is not None:
+                        found[job.job_id] = job
+        return [found[job_id] for job_id in sorted(found)]
+
+    async def rerun_job(self, repository: str, job_id: JobId) -> None:
+        """Re-run finished job ``job_id`` (GitHub queues it anew under a new id);
+        ``NotFoundError`` if GitHub has no such job, ``GitHubError`` if it refuses."""
+        path = f"{_repo_path(repository)}/actions/jobs/{int(job_id)}/rerun"
+        response = await self._call(repository, "POST", path)
+        if response.status_code == 404:
+            raise NotFoundError(f"GitHub has no job {job_id} in {repository} to re-run")
+        if response.status_code == 403:
+            raise GitHubError(
+                f"GitHub refused to re-run job {job_id} of {repository} "
+                f"({github_message(response)}): the job must have finished, and the App "
+                "needs the Actions permission (read and write)",
+                retryable=False,
+            )
+        self._expect(response, "POST", path, 201)
+        log.info("asked GitHub to re-run job %s of %s", job_id, repository)
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
@@ -258,10 +296,13 @@ class GitHubAppClient:
         *,
         json: Any = None,
         params: dict[str, str | int] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One call about ``repository`` with its owner's installation."""
         owner = split_repository(repository)[0]
-        return await self._owner_call(owner, method, path, json=json, params=params)
+        return await self._owner_call(
+            owner, method, path, json=json, params=params, headers=headers
+        )
 
     async def _owner_call(
         self,
@@ -271,18 +312,19 @@ class GitHubAppClient:
         *,
         json: Any = None,
         params: dict[str, str | int] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One call with ``owner``'s installation token, within its rate budget; on
         401 (revoked or expired early) once more with a new token."""
         await self.ledger.wait_for_budget(owner)
-        token = await self._auth.token(owner)
-        response = await self._api.request(method, path, credential=token, json=json, params=params)
-        if response.status_code == 401:
-            self._auth.forget_token(owner, token)
+        for fresh in (False, True):
             token = await self._auth.token(owner)
             response = await self._api.request(
-                method, path, credential=token, json=json, params=params
+                method, path, credential=token, json=json, params=params, headers=headers
             )
+            if response.status_code != 401 or fresh:
+                break
+            self._auth.forget_token(owner, token)
         self.ledger.note(owner, response.headers)
         return response
 
@@ -297,24 +339,51 @@ class GitHubAppClient:
 
     async def _runners(self, repository: str, name: str | None = None) -> list[GitHubRunner]:
         path = runners_path(self.scope, repository)
-        found: list[GitHubRunner] = []
-        page = 1
-        while True:
-            params: dict[str, str | int] = {"per_page": PER_PAGE, "page": page}
-            if name is not None:
-                params["name"] = name
-            response = await self._call(repository, "GET", path, params=params)
-            self._expect(response, "GET", path, 200)
+        query = {"name": name} if name is not None else {}
+        items = await self._list(repository, path, "runners", query)
+        try:
+            return [runner_of(item) for item in items]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise _unexpected("GET", path) from None
+
+    async def _list(
+        self,
+        repository: str,
+        path: str,
+        key: str,
+        query: Mapping[str, str | int],
+        *,
+        max_pages: int = MAX_PAGES,
+    ) -> list[Any]:
+        """The items under ``key`` of every page of the list at ``path`` (up to
+        ``max_pages``), each page asked conditionally: a 304 reuses the page kept
+        from before, at no cost to the rate budget; ``NotFoundError`` on a 404."""
+        found: list[Any] = []
+        for page in range(1, max_pages + 1):
+            params: dict[str, str | int] = {**query, "per_page": PER_PAGE, "page": page}
+            cache_key = page_key(path, params)
+            response = await self._call(
+                repository, "GET", path, params=params,
+                headers=self.pages.request_headers(cache_key),
+            )  # fmt: skip
+            if response.status_code == 404:
+                raise NotFoundError(f"GitHub has no {path} ({github_message(response)})")
+            data = self.pages.unchanged(cache_key, response)
+            if data is None:
+                self._expect(response, "GET", path, 200)
+                try:
+                    data = response.json()
+                except ValueError:
+                    raise _unexpected("GET", path) from None
+                self.pages.keep(cache_key, response, data)
             try:
-                data = response.json()
-                batch = [_runner(item) for item in data["runners"]]
-                total = int(data["total_count"])
-            except (ValueError, KeyError, TypeError, AttributeError):
+                batch, total = list(data[key]), int(data["total_count"])
+            except (KeyError, TypeError, ValueError):
                 raise _unexpected("GET", path) from None
             found += batch
             if not batch or len(found) >= total:
-                return found
-            page += 1
+                break
+        return found
 
     async def _replace_idle(self, repository: str, runner_name: str) -> None:
         """Delete the idle runner(s) named ``runner_name``; ``GitHubError`` if busy."""

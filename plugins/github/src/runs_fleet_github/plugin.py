@@ -167,6 +167,8 @@ def runs_fleet_register_adapters(registry: AdapterRegistry) -> None:
 
 @hookimpl
 def runs_fleet_register_settings(registry: SettingsRegistry) -> None:
-    """Declare the client's settings besides the core's ``RUNS_FLEET_GITHUB_*`` ones."""
+    """Declare the client's settings besides the core's ``RUNS_FLEET_GITHUB_*`` ones,
+    and the check of how they fit together."""
     for setting in SETTINGS:
         registry.add(setting)
+    registry.add_check(setting_problems)

@@ -147,10 +147,12 @@ class Api:
         credential: str,
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send ``method path`` authenticated with ``credential`` (a JWT or token),
-        retrying as the module says; the first final answer, whatever its status."""
-        headers = {"Authorization": f"Bearer {credential}"}
+        with ``headers`` besides, retrying as the module says; the first final answer,
+        whatever its status."""
+        headers = {**(headers or {}), "Authorization": f"Bearer {credential}"}
         for attempt in range(1, self.retry.max_attempts + 1):
             response: httpx.Response | None = None
             try:

@@ -1,0 +1,97 @@
+"""Reading GitHub's paginated lists conditionally, and what the client reads from them.
+
+GitHub answers a GET with an ``ETag``; the same GET sent again with ``If-None-Match``
+gets ``304 Not Modified`` when nothing changed, and an authorized 304 does not count
+against the installation's rate limit. :class:`ConditionalCache` keeps the latest 200
+answer of each page (by path and query, least recently used first out), so asking
+again about a quiet repository, which is what looking for queued jobs every minute
+mostly is, costs nothing from the budget.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from runs_fleet_core.domain.ids import JobId
+from runs_fleet_core.ports.github import GitHubRunner, QueuedJob
+
+DEFAULT_CACHED_PAGES = 1024
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def page_key(path: str, params: Mapping[str, str | int]) -> Key:
+    """What identifies one page of a list: its path and its query."""
+    return path, tuple(sorted((name, str(value)) for name, value in params.items()))
+
+
+class ConditionalCache:
+    """The latest answer to each of at most ``limit`` GETs, with its ETag."""
+
+    def __init__(self, limit: int = DEFAULT_CACHED_PAGES) -> None:
+        self._limit = limit
+        self._pages: OrderedDict[Key, tuple[str, Any]] = OrderedDict()
+        self.not_modified = 0
+
+    def request_headers(self, key: Key) -> dict[str, str]:
+        """``If-None-Match`` with the ETag of the page's latest answer, if there is one."""
+        cached = self._pages.get(key)
+        return {"If-None-Match": cached[0]} if cached is not None else {}
+
+    def unchanged(self, key: Key, response: httpx.Response) -> Any | None:
+        """The cached body when ``response`` is a 304 to the page's ETag; else None."""
+        cached = self._pages.get(key)
+        if response.status_code != 304 or cached is None:
+            return None
+        self._pages.move_to_end(key)
+        self.not_modified += 1
+        return cached[1]
+
+    def keep(self, key: Key, response: httpx.Response, body: Any) -> None:
+        """Remember a 200 answer's ``body`` under its ETag (an answer without one is
+        forgotten: there is nothing to ask again with)."""
+        etag = response.headers.get("etag")
+        if etag is None:
+            self._pages.pop(key, None)
+            return
+        self._pages[key] = (etag, body)
+        self._pages.move_to_end(key)
+        while len(self._pages) > self._limit:
+            self._pages.popitem(last=False)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """GitHub's ISO 8601 timestamp (``...Z``) as an aware datetime; None if absent."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def runner_of(data: Any) -> GitHubRunner:
+    """A runner of a runners list."""
+    return GitHubRunner(
+        runner_id=int(data["id"]),
+        name=str(data["name"]),
+        busy=bool(data["busy"]),
+        status=str(data["status"]),
+        labels=tuple(str(label["name"]) for label in data.get("labels", [])),
+    )
+
+
+def queued_job(repository: str, data: Any) -> QueuedJob | None:
+    """The job of a run's jobs list if GitHub holds it queued for a runner."""
+    if data.get("status") != "queued":
+        return None
+    return QueuedJob(
+        job_id=JobId(int(data["id"])),
+        run_id=int(data["run_id"]),
+        run_attempt=int(data.get("run_attempt") or 1),
+        repository=repository,
+        labels=tuple(str(label) for label in data.get("labels", [])),
+        created_at=parse_time(data.get("created_at")),
+    )
