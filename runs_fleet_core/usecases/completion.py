@@ -91,8 +91,17 @@ class Completion:
         self.metrics.increment("lost_runner_failures", labels={"rerun": note.split(":")[0]})
         reason = f"conclusion: failure, its runner was lost ({job.runner_lost}); {note}"
         _log.info("job %s of %s: %s", job.job_id, job.repository, reason)
-        with contextlib.suppress(ConflictError):
-            await self.state.put_job(attrs.evolve(job, reason=reason), expect_version=job.version)
+        for _ in range(self.max_conflicts):
+            try:
+                await self.state.put_job(
+                    attrs.evolve(job, reason=reason), expect_version=job.version
+                )
+                return
+            except ConflictError:
+                fresh = await self.state.get_job(job.job_id)
+                if fresh is None:
+                    return
+                job = fresh
 
     async def _rerun(self, job: Job, run_attempt: int) -> str:
         if self.github is None or self.rerun_lost_jobs < 1:

@@ -131,7 +131,29 @@ class Ec2Stack(LocalStack):
     ) -> subprocess.CompletedProcess[str]:
         """Be the instance: run the EC2 agent with ``RUNS_FLEET_INSTANCE_ID`` and the
         simulated runner, until it exits."""
-        agent_env = (
+        return subprocess.run(
+            self._agent_argv(*args),
+            env=self._agent_env(instance_id, env),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start_agent(self, instance_id: str, *args: str) -> subprocess.Popen[bytes]:
+        """Boot the instance: the EC2 agent in the background, in its own process group
+        (a test that kills the group takes the whole "machine" down with it)."""
+        return self._start(
+            f"ec2-agent-{instance_id}", self._agent_argv(*args)[1:], self._agent_env(instance_id)
+        )
+
+    @staticmethod
+    def _agent_argv(*args: str) -> list[str]:
+        return [sys.executable, "-m", "runs_fleet_cli", "ec2", "agent", *args]
+
+    def _agent_env(self, instance_id: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        return (
             _clean_env()
             | self.aws.env()
             | {
@@ -140,15 +162,6 @@ class Ec2Stack(LocalStack):
                 "RUNS_FLEET_IMDS_URL": "http://127.0.0.1:9",  # no metadata service here
             }
             | dict(env or {})
-        )
-        return subprocess.run(
-            [sys.executable, "-m", "runs_fleet_cli", "ec2", "agent", *args],
-            env=agent_env,
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
         )
 
 

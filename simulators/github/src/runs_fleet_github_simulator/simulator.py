@@ -190,7 +190,8 @@ class GitHubSimulator(Organizations, Traffic, WorkflowRuns, Deliveries):
         run, with the same name, labels, workflow, branch and commit, queued (its
         ``queued`` webhook is sent). Re-running a job that was re-run already re-runs
         its latest execution. ``ApiError`` 404 for an unknown job, 403 while the run
-        has a job not completed. Recorded in ``reruns``; returns the new job's id."""
+        has a job not completed. Recorded in ``reruns``; returns the new job's id
+        without waiting for the webhook's delivery, which may be behind others."""
         old = self.jobs.get(self.latest_execution(job_id))
         run = self.workflow_run(old.repository, old.run_id) if old is not None else None
         if old is None or run is None:
@@ -210,7 +211,9 @@ class GitHubSimulator(Organizations, Traffic, WorkflowRuns, Deliveries):
             run_attempt=run.attempt + 1,
         )
         self.reruns.append((old.job_id, job.job_id))
-        await self._enqueue(job)
+        self.jobs[job.job_id] = job
+        await self._notify()
+        self._emit_later("queued", job)  # GitHub answers the API call before its webhook
         return job.job_id
 
     def set_job_result(self, job_id: int, conclusion: str, duration_s: float | None = None) -> None:
