@@ -192,7 +192,7 @@ def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) 
     wiring = choose_wiring(settings)
     try:
         metrics = registry.metrics.get(wiring.metrics)(
-            AdapterContext(settings=settings, clock=clock, metrics=_NullMetrics())
+            AdapterContext(settings=settings, clock=clock, metrics=NullMetrics())
         )
         context = AdapterContext(settings=settings, clock=clock, metrics=metrics)
         pool_backends = [b for b in wiring.backends if b in registry.pool_providers.names()]
@@ -217,8 +217,9 @@ def build_adapters(settings: Settings, registry: AdapterRegistry, clock: Clock) 
         raise ConfigError([str(exc)]) from exc
 
 
-class _NullMetrics:
-    """What a metrics sink's own factory sees as metrics: nothing to report to yet."""
+class NullMetrics:
+    """Metrics that go nowhere: what a metrics sink's own factory sees (nothing to
+    report to yet), and what one-off commands build adapters with."""
 
     def increment(
         self, name: str, value: float = 1.0, labels: Mapping[str, str] | None = None

@@ -138,6 +138,13 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate every setting for the chosen mode; exit 2 listing all problems"
     )
     check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.add_argument(
+        "--github",
+        nargs="*",
+        metavar="OWNER/REPO",
+        help="also ask GitHub whether the App's id, key, installation and permissions let "
+        "runs-fleet serve these repositories (none: only the App itself)",
+    )
     check.set_defaults(handler=_builtin("config_check"))
 
     plugins = sub.add_parser(

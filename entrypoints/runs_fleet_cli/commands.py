@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from runs_fleet_cli.bootstrap import plugin_manager
@@ -13,8 +15,12 @@ from runs_fleet_core.converters import make_message_converter
 from runs_fleet_core.domain.labels import parse_runs_on
 from runs_fleet_core.domain.spec import RunnerSpec, describe
 from runs_fleet_core.errors import ConfigError, LabelError, RunsFleetError
-from runs_fleet_core.settings import Secret, inspect_settings
+from runs_fleet_core.plugins import AdapterContext, PluginManager
+from runs_fleet_core.ports import SystemClock
+from runs_fleet_core.ports.github import GitHubAccessCheck
+from runs_fleet_core.settings import Secret, Settings, inspect_settings
 from runs_fleet_core.wiring import (
+    NullMetrics,
     choose_wiring,
     inspect_deployment,
     label_defaults,
@@ -100,8 +106,11 @@ def config_check(args: argparse.Namespace) -> int:
 
     env = os.environ
     try:
-        settings, problems = inspect_deployment(env, plugin_manager(env))
+        plugins = plugin_manager(env)
+        settings, problems = inspect_deployment(env, plugins)
         problems += server_problems(settings, problems)
+        if not problems and args.github is not None:
+            problems += asyncio.run(github_problems(settings, plugins, args.github))
         if problems:
             raise ConfigError(problems)
     except RunsFleetError as exc:
@@ -133,6 +142,24 @@ def config_check(args: argparse.Namespace) -> int:
         ]
     )
     return 0
+
+
+async def github_problems(
+    settings: Settings, plugins: PluginManager, repositories: Sequence[str]
+) -> list[str]:
+    """Ask GitHub, as the deployment's GitHub adapter, whether it can serve
+    ``repositories`` (App id, key, installation, permissions)."""
+    wiring = choose_wiring(settings)
+    context = AdapterContext(settings=settings, clock=SystemClock(), metrics=NullMetrics())
+    github = plugins.adapters().github_clients.get(wiring.github)(context)
+    try:
+        if not isinstance(github, GitHubAccessCheck):
+            return []
+        return await github.access_problems(list(repositories))
+    finally:
+        close = getattr(github, "aclose", None)
+        if callable(close):
+            await close()
 
 
 def _secret(value: object) -> bool:

@@ -8,6 +8,8 @@ them all in one go instead of one per restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Mapping
@@ -17,10 +19,11 @@ import attrs
 from runs_fleet_core.domain.job import Job
 from runs_fleet_core.domain.messages import AgentReport
 from runs_fleet_core.domain.tokens import report_token, verify_report_token
-from runs_fleet_core.errors import ConfigError
+from runs_fleet_core.errors import AdapterError, ConfigError
 from runs_fleet_core.plugins import PluginManager
 from runs_fleet_core.plugins.manager import DISABLE_VAR
 from runs_fleet_core.ports import SystemClock
+from runs_fleet_core.ports.github import GitHubAccessCheck
 from runs_fleet_core.settings import Settings
 from runs_fleet_core.usecases.completion import Completion
 from runs_fleet_core.usecases.dispatch import Dispatcher
@@ -31,6 +34,7 @@ from runs_fleet_core.wiring import Adapters, build_adapters, inspect_deployment,
 from runs_fleet_scheduler.scheduler import build_leadership, replica_name
 
 _log = logging.getLogger(__name__)
+GITHUB_CHECK_TIMEOUT_S = 60.0
 
 WEBHOOK_SECRET = "RUNS_FLEET_GITHUB_WEBHOOK_SECRET"  # noqa: S105 (a setting name)
 REPORTS_PATH = "/api/agent/reports"
@@ -126,6 +130,7 @@ class Services:
     draining: bool = False
     """Set when shutdown begins: ``/ready`` answers 503 from then on."""
     _closed: bool = False
+    _github_check: asyncio.Task[None] | None = None
 
     async def astart(self) -> None:
         """Start what adapters run in the background: a metrics sink that pushes
@@ -139,6 +144,23 @@ class Services:
         start = getattr(metrics, "start", None)
         if callable(start):
             await start()
+        self._github_check = asyncio.create_task(self._check_github(), name="github-check")
+
+    async def _check_github(self) -> None:
+        """Say at start-up, in the log, what keeps the GitHub App from working (a wrong
+        id or key, a wrong API URL): the server keeps serving, since webhooks are
+        recorded and queued without GitHub and GitHub may just be unreachable now."""
+        github = self.adapters.github
+        if not isinstance(github, GitHubAccessCheck):
+            return
+        try:
+            async with asyncio.timeout(GITHUB_CHECK_TIMEOUT_S):
+                problems = await github.access_problems([])
+        except (TimeoutError, AdapterError) as exc:
+            _log.warning("could not check the GitHub App's settings at start-up: %s", exc)
+            return
+        for problem in problems:
+            _log.error("GitHub App not usable: %s", problem)
 
     async def aclose(self) -> None:
         """Close every adapter that has an ``aclose`` (each once; idempotent). A failing
@@ -146,6 +168,10 @@ class Services:
         if self._closed:
             return
         self._closed = True
+        if self._github_check is not None:
+            self._github_check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._github_check
         adapters = self.adapters
         candidates = [
             *adapters.providers.values(),

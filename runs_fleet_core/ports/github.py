@@ -98,3 +98,15 @@ class GitHub(Protocol):
         """Ask GitHub to run the finished job ``job_id`` again: GitHub queues it as a
         new job (a new id, the run's next attempt) and sends its ``queued`` webhook."""
         ...
+
+
+@runtime_checkable
+class GitHubAccessCheck(Protocol):
+    """Optional, for a GitHub adapter that can tell whether it is set up right."""
+
+    async def access_problems(self, repositories: Sequence[str]) -> list[str]:
+        """What stops the adapter from serving ``repositories`` (with none: from
+        talking to GitHub at all), each problem naming the setting or the App
+        configuration to fix; empty when all is well. Never raises for GitHub's
+        answers: they are what it reports."""
+        ...

@@ -99,7 +99,7 @@ class GitHubAppClient:
         self.scope = scope
         choice = runner_group or GroupChoice(group_id=runner_group_id)
         self.runner_group_id = choice.group_id
-        self._api = Api(
+        self.api = Api(
             base_url=api_url,
             clock=self._clock,
             timeout_s=timeout_s,
@@ -109,19 +109,19 @@ class GitHubAppClient:
             transport=transport,
             metrics=metrics,
         )
-        self._auth = AppAuth(app_id=app_id, key=key, api=self._api, clock=self._clock)
-        self._groups = RunnerGroups(choice, self._owner_call)
+        self.auth = AppAuth(app_id=app_id, key=key, api=self.api, clock=self._clock)
+        self._groups = RunnerGroups(choice, self.owner_call)
         self.registrations = TokenBucket(
             per_minute=jit_per_minute, burst=jit_burst, clock=self._clock, sleep=sleep,
             metrics=metrics,
         )  # fmt: skip
         self.ledger = RateLedger(
-            clock=self._clock, sleep=sleep, max_wait_s=self._api.retry.max_wait_s, metrics=metrics
+            clock=self._clock, sleep=sleep, max_wait_s=self.api.retry.max_wait_s, metrics=metrics
         )
         self.pages = ConditionalCache()
 
     def __repr__(self) -> str:
-        return f"GitHubAppClient(app_id={self._auth.app_id}, scope={self.scope.value})"
+        return f"GitHubAppClient(app_id={self.auth.app_id}, scope={self.scope.value})"
 
     async def create_jit_config(
         self, repository: str, *, runner_name: str, labels: Sequence[str]
@@ -273,9 +273,16 @@ class GitHubAppClient:
         self._expect(response, "POST", path, 201)
         log.info("asked GitHub to re-run job %s of %s", job_id, repository)
 
+    async def access_problems(self, repositories: Sequence[str]) -> list[str]:
+        """Whether the App's id, key, installations and permissions let this client
+        serve ``repositories``: see :mod:`runs_fleet_github.access`."""
+        from runs_fleet_github.access import access_problems
+
+        return await access_problems(self, repositories)
+
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
-        await self._api.aclose()
+        await self.api.aclose()
 
     async def __aenter__(self) -> GitHubAppClient:
         return self
@@ -300,11 +307,9 @@ class GitHubAppClient:
     ) -> httpx.Response:
         """One call about ``repository`` with its owner's installation."""
         owner = split_repository(repository)[0]
-        return await self._owner_call(
-            owner, method, path, json=json, params=params, headers=headers
-        )
+        return await self.owner_call(owner, method, path, json=json, params=params, headers=headers)
 
-    async def _owner_call(
+    async def owner_call(
         self,
         owner: str,
         method: str,
@@ -318,13 +323,13 @@ class GitHubAppClient:
         401 (revoked or expired early) once more with a new token."""
         await self.ledger.wait_for_budget(owner)
         for fresh in (False, True):
-            token = await self._auth.token(owner)
-            response = await self._api.request(
+            token = await self.auth.token(owner)
+            response = await self.api.request(
                 method, path, credential=token, json=json, params=params, headers=headers
             )
             if response.status_code != 401 or fresh:
                 break
-            self._auth.forget_token(owner, token)
+            self.auth.forget_token(owner, token)
         self.ledger.note(owner, response.headers)
         return response
 

@@ -98,6 +98,7 @@ class Api:
         metrics: Metrics | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
+        self.base_url = base_url.rstrip("/")
         self._metrics = metrics
         self._clock = clock
         self._sleep = sleep
