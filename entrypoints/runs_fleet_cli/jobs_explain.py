@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from runs_fleet_core.domain.job import Job, JobStatus
 
 TEXT_WIDTH = 100
+DISCOVERED = "discovered-"
 RETRYING = re.compile(r"attempt (\d+) failed, retrying: (.*)", re.DOTALL)
 DEAD_LETTERED = re.compile(r"dead-lettered, gave up after (\d+) attempts: (.*)", re.DOTALL)
 
@@ -30,6 +31,12 @@ def explain(job: Job, now: datetime, *, width: int = TEXT_WIDTH) -> str:
     a paragraph (errors and reasons quoted on lines of their own, never wrapped, so they
     can be searched for and copied), and the timeline."""
     headline, parts = _STORIES[job.status](job, now)
+    if (job.delivery_id or "").startswith(DISCOVERED):
+        parts = [
+            "runs-fleet found this job among the jobs GitHub held queued: its queued "
+            "webhook never arrived.",
+            *parts,
+        ]
     attempt = f", attempt {job.attempt}" if job.attempt > 1 else ""
     lines = [f"job {job.job_id} of {job.repository} (run {job.run_id}){attempt}: {headline}"]
     prose: list[str] = []
@@ -179,6 +186,14 @@ def _running(job: Job, now: datetime) -> _Story:
         parts = [f"It has been running on {shown} {when}"]
     else:
         parts = [f"It has been running {when} GitHub has not said on which runner."]
+    if job.runner_lost is not None:
+        parts += [
+            "Its runner was lost while running it:",
+            _Quote(job.runner_lost),
+            "No other runner can take a job GitHub gave to that one: GitHub fails it once "
+            "the runner stops answering, and RUNS_FLEET_RERUN_LOST_JOBS decides whether "
+            "runs-fleet has GitHub re-run it then.",
+        ]
     return "running", _history(job) + parts + _overdue(job, since, now)
 
 
@@ -199,12 +214,16 @@ def _ended(job: Job, now: datetime) -> _Story:
     took = span(end - (job.timeline[0].at if job.timeline else job.created_at))
     verb = {_S.COMPLETED: "completed", _S.CANCELLED: "was cancelled", _S.FAILED: "failed"}
     ran = job.observed_runner or job.runner_name
-    return job.status.value, [
+    parts = [
         f"It {verb[job.status]} {_ago(end, now)} (at {_clock(end, now)} UTC), {took} after "
         "it was queued. The reason:",
         _reason(job),
         f"It ran on {ran}." if ran and job.entered(_S.RUNNING) else "It never started running.",
     ]
+    if job.runner_lost is not None:
+        after = job.reason if job.reason and job.reason != parts[1] else job.runner_lost
+        parts += ["Its runner was lost while running it:", _Quote(after)]
+    return job.status.value, parts
 
 
 _STORIES = {

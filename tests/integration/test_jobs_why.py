@@ -326,3 +326,44 @@ def test_a_job_stuck_past_what_housekeeping_allows_is_called_so_with_where_to_lo
     assert "claimed by w-1 (claim until 09:02:01)" in text
     next_day = explain(job, queued + timedelta(days=1, hours=2))
     assert "launched for it 1d01h ago (at 2026-01-05 09:00:02 UTC)" in _words(next_day)
+
+
+async def test_a_job_whose_runner_was_lost_says_so_and_what_became_of_it() -> None:
+    async with running() as server:
+        name = await _launched(server, 3010)
+        await _started(server, 3010, name)
+        job = await server.services.adapters.state.get_job(JobId(3010))
+        assert job is not None
+        lost = "spot interruption warning (terminate) for i-0abc"
+        await server.services.completion.runner_lost(job.job_id, name, lost)
+        text = _words((await _why(server, 3010)).stdout)
+        assert f"Its runner was lost while running it: {lost}" in text
+        assert "RUNS_FLEET_RERUN_LOST_JOBS decides" in text
+
+        failed = job_payload(
+            "completed.failure.with-organization.payload.json", 3010, runner_name=name
+        )
+        assert (await server.webhook(failed)).status_code == 200
+        await _until(server, 3010, "completed")
+        for _ in range(int(WAIT_S / 0.02)):
+            ended = await server.services.adapters.state.get_job(JobId(3010))
+            if ended is not None and "RUNS_FLEET_RERUN_LOST_JOBS" in (ended.reason or ""):
+                break
+            await asyncio.sleep(0.02)
+        text = _words((await _why(server, 3010)).stdout)
+        assert "The reason: conclusion: failure" in text
+        assert "Its runner was lost while running it:" in text
+        assert "not re-run: RUNS_FLEET_RERUN_LOST_JOBS is 0" in text
+
+
+def test_a_discovered_job_says_its_webhook_never_came() -> None:
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    job = Job.new(
+        job_id=JobId(77),
+        run_id=RunId("9"),
+        repository="octo-org/app",
+        at=now - timedelta(seconds=30),
+        delivery_id="discovered-77",
+    )
+    text = _words(explain(job, now))
+    assert "its queued webhook never arrived" in text
