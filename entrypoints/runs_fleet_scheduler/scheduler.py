@@ -38,6 +38,20 @@ def replica_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+def completion_for(adapters: Adapters, *, rerun_lost_jobs: int = 0) -> Completion:
+    """Completion wired to ``adapters`` (``rerun_lost_jobs``: see the setting
+    ``RUNS_FLEET_RERUN_LOST_JOBS``)."""
+    return Completion(
+        state=adapters.state,
+        configs=adapters.configs,
+        queue=adapters.queue,
+        clock=adapters.clock,
+        metrics=adapters.metrics,
+        github=adapters.github,
+        rerun_lost_jobs=rerun_lost_jobs,
+    )
+
+
 def build_leadership(
     adapters: Adapters,
     *,
@@ -57,14 +71,7 @@ def build_leadership(
     came, settled against GitHub's view of them), then, given ``intake`` and a positive
     ``discover_after_s``, discovery (jobs GitHub holds queued that runs-fleet never
     heard of)."""
-    completion = completion or Completion(
-        state=adapters.state,
-        configs=adapters.configs,
-        queue=adapters.queue,
-        clock=adapters.clock,
-        metrics=adapters.metrics,
-        github=adapters.github,
-    )
+    completion = completion or completion_for(adapters)
     healer = Healer(
         state=adapters.state,
         queue=adapters.queue,

@@ -31,7 +31,7 @@ from runs_fleet_core.usecases.events import RunnerEventHandler
 from runs_fleet_core.usecases.intake import Intake
 from runs_fleet_core.usecases.leadership import Leadership
 from runs_fleet_core.wiring import Adapters, build_adapters, inspect_deployment, label_defaults
-from runs_fleet_scheduler.scheduler import build_leadership, replica_name
+from runs_fleet_scheduler.scheduler import build_leadership, completion_for, replica_name
 
 _log = logging.getLogger(__name__)
 GITHUB_CHECK_TIMEOUT_S = 60.0
@@ -213,15 +213,7 @@ def build_services(env: Mapping[str, str]) -> Services:
         fallback_url=base_url(*listen),
         report_queue_url=settings.get("RUNS_FLEET_TERMINATION_QUEUE_URL") or None,
     )
-    completion = Completion(
-        state=adapters.state,
-        configs=adapters.configs,
-        queue=adapters.queue,
-        clock=adapters.clock,
-        metrics=adapters.metrics,
-        github=adapters.github,
-        rerun_lost_jobs=settings["RUNS_FLEET_RERUN_LOST_JOBS"],
-    )
+    completion = completion_for(adapters, rerun_lost_jobs=settings["RUNS_FLEET_RERUN_LOST_JOBS"])
     return Services(
         settings=settings,
         adapters=adapters,
