@@ -1,8 +1,8 @@
 # Two roles. The orchestrator's may do exactly what runs-fleet's code calls (the EC2, SQS,
 # DynamoDB, SSM and CloudWatch operations of the ec2, sqs and aws plugins), scoped to this
 # module's resources by ARN, and for instances by the runs-fleet:managed tag. The runners'
-# may read and delete runner configs, report to the termination queue and stop or
-# terminate the instance it runs on, nothing else.
+# may read and delete runner configs, report to the termination queue, ship their logs to
+# the runners' log group and stop or terminate the instance it runs on, nothing else.
 
 data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
@@ -17,6 +17,8 @@ locals {
   ec2_arn              = "arn:${local.partition}:ec2:${local.region}:${local.account}"
   ssm_parameters_arn   = "arn:${local.partition}:ssm:${local.region}:${local.account}:parameter${var.ssm_prefix}"
   oidc_provider_host   = var.eks_oidc_provider_arn == null ? "" : element(split(":oidc-provider/", var.eks_oidc_provider_arn), 1)
+  runner_log_group     = var.runner_log_group == null ? "" : var.runner_log_group.name
+  runner_log_group_arn = "arn:${local.partition}:logs:${local.region}:${local.account}:log-group:${local.runner_log_group}"
   table_arns = [
     aws_dynamodb_table.jobs.arn,
     aws_dynamodb_table.pools.arn,
@@ -349,6 +351,19 @@ data "aws_iam_policy_document" "runner" {
     effect    = "Allow"
     actions   = ["ec2:DescribeTags"]
     resources = ["*"]
+  }
+
+  # a stream per instance in the runners' log group (":*": its streams); IAM cannot tie a
+  # stream name to the calling instance, so any runner may write to any stream of it
+  dynamic "statement" {
+    for_each = var.runner_log_group == null ? [] : [1]
+
+    content {
+      sid       = "ShipLogsToTheRunnersLogGroup"
+      effect    = "Allow"
+      actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+      resources = [local.runner_log_group_arn, "${local.runner_log_group_arn}:*"]
+    }
   }
 
   dynamic "statement" {

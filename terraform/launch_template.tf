@@ -18,6 +18,7 @@ resource "aws_launch_template" "runner" {
     runner_user        = var.runner_user
     ssm_prefix         = var.ssm_prefix
     region             = local.region
+    log_group          = local.runner_log_group
   }))
 
   iam_instance_profile {

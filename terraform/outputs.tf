@@ -86,6 +86,11 @@ output "RUNS_FLEET_CLOUDWATCH_NAMESPACE" {
   value       = var.cloudwatch_namespace
 }
 
+output "runner_log_group_name" {
+  description = "CloudWatch Logs group of the runners' logs (RUNS_FLEET_EC2_LOG_GROUP on the instances), one stream <runner name or pool>/<instance id> per instance; null when runner_log_group is null."
+  value       = var.runner_log_group == null ? null : var.runner_log_group.name
+}
+
 output "AWS_REGION" {
   description = "Region of every resource of this module."
   value       = local.region

@@ -188,6 +188,32 @@ variable "cloudwatch_namespace" {
   }
 }
 
+variable "runner_log_group" {
+  description = "RUNS_FLEET_EC2_LOG_GROUP of the runners: the CloudWatch Logs group their agents ship their own log and the runner's output to, secrets masked, one stream <runner name or pool>/<instance id> per instance. create = false: the group named exists already and the runners only get access to it. retention_in_days and kms_key_arn (whose key policy must let logs.<region>.amazonaws.com use it) apply to a group this module creates. null: nothing is shipped."
+  type = object({
+    create            = optional(bool, true)
+    name              = optional(string, "/runs-fleet/runners")
+    retention_in_days = optional(number, 30)
+    kms_key_arn       = optional(string)
+  })
+  default = {}
+
+  validation {
+    condition     = var.runner_log_group == null || can(regex("^[A-Za-z0-9._/#-]{1,512}$", try(var.runner_log_group.name, "")))
+    error_message = "runner_log_group.name must be 1-512 letters, digits and . - _ / #."
+  }
+
+  validation {
+    condition     = var.runner_log_group == null || contains([0, 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], try(var.runner_log_group.retention_in_days, -1))
+    error_message = "runner_log_group.retention_in_days must be one of CloudWatch Logs' retention periods (0: never expire, 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)."
+  }
+
+  validation {
+    condition     = try(var.runner_log_group.kms_key_arn, null) == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]{36}$", try(var.runner_log_group.kms_key_arn, "")))
+    error_message = "runner_log_group.kms_key_arn must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)."
+  }
+}
+
 variable "deletion_protection" {
   description = "Protect the tables from deletion (turn off before a terraform destroy)."
   type        = bool

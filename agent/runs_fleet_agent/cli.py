@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from runs_fleet_agent.configfile import ConfigFileError, read_and_delete, wait_for_file
+from runs_fleet_agent.output import LineSink
 from runs_fleet_agent.preflight import SETTINGS, SetupError, parse_setup, prepare
 from runs_fleet_agent.report import Reporter
 from runs_fleet_agent.supervise import (
@@ -179,6 +180,7 @@ def run_job(
     stop: StopRequest,
     reporter: ReportSender | None,
     setup: Mapping[str, str | None] | None = None,
+    output: LineSink | None = None,
 ) -> int:
     """Check the machine and the runner, report STARTED, run ``<runner_dir>/run.sh
     --jitconfig …`` once, report how it ended: the exit code of the run (see the module
@@ -187,7 +189,8 @@ def run_job(
     ``stop`` must already be the handler of SIGTERM/SIGINT (:func:`handling_stop_signals`)
     so that a stop reaches the runner; ``reporter`` ``None``: nothing is reported.
     ``setup``: the setup settings keyed by variable (:func:`setup_values`); ``None``:
-    the environment's."""
+    the environment's. ``output``: where the runner's output lines go besides the
+    agent's stdout (:func:`~runs_fleet_agent.supervise.run_once`)."""
     _log.info("runner %s takes job %s of %s", config.runner_name, config.job_id, config.repository)
     refused = _preflight(runner_dir, os.environ if setup is None else setup, stop)
     if refused is not None:
@@ -197,7 +200,8 @@ def run_job(
         return refused.exit_code
     if reporter is not None:
         reporter.send(AgentEvent.STARTED)
-    outcome = _run_runner(config, runner_dir, max_runtime(max_runtime_s, config), grace_s, stop)
+    ceiling = max_runtime(max_runtime_s, config)
+    outcome = _run_runner(config, runner_dir, ceiling, grace_s, stop, output)
     _log.info(
         "job %s ended: %s (exit code %d)", config.job_id, outcome.event.value, outcome.exit_code
     )
@@ -227,6 +231,7 @@ def _run_runner(
     max_runtime_s: float,
     grace_s: float,
     stop: StopRequest,
+    output: LineSink | None,
 ) -> Outcome:
     if stop.signum is not None:
         name = signal.Signals(stop.signum).name
@@ -236,7 +241,7 @@ def _run_runner(
         return Outcome(EXIT_CANNOT_RUN, AgentEvent.FAILED, detail)
     command = [str(Path(runner_dir) / "run.sh"), "--jitconfig", config.jit_config]
     _log.info("running %s/run.sh (at most %gs)", runner_dir, max_runtime_s)
-    return run_once(command, max_runtime_s=max_runtime_s, grace_s=grace_s, stop=stop)
+    return run_once(command, max_runtime_s=max_runtime_s, grace_s=grace_s, stop=stop, output=output)
 
 
 def max_runtime(option: float | None, config: RunnerConfig) -> float:

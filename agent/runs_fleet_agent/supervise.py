@@ -6,6 +6,11 @@ whole group and escalated to SIGKILL after a grace period. The runtime ceiling i
 before the runner starts, because an agent whose ceiling never fired once left 24 of 62
 instances running for good. When the runner exits, whatever its job left behind in the
 group is killed, so no process outlives the job.
+
+Given a :class:`~runs_fleet_agent.output.LineSink`, the runner writes its stdout and
+stderr into a pipe instead of the agent's own streams: an
+:class:`~runs_fleet_agent.output.OutputCopier` copies everything to the agent's stdout
+and hands each line to the sink. Without one the runner inherits the agent's streams.
 """
 
 from __future__ import annotations
@@ -14,14 +19,20 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
+from runs_fleet_agent.output import LineSink, OutputCopier
 from runs_fleet_core.domain.messages import AgentEvent
 
 EXIT_TIMEOUT = 124
 EXIT_CANNOT_RUN = 127
+OUTPUT_DRAIN_S = 2.0
+"""How long the output of a runner that exited may still be copied (a process that left
+the runner's group may hold the pipe open for good)."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +79,26 @@ def run_once(
     grace_s: float,
     stop: StopRequest,
     poll_s: float = 0.1,
+    output: LineSink | None = None,
 ) -> Outcome:
-    """Run ``command`` to its end, or stop it on a signal or at the runtime ceiling."""
+    """Run ``command`` to its end, or stop it on a signal or at the runtime ceiling.
+    ``output``: where the runner's output lines go besides the agent's stdout (``None``:
+    the runner writes to the agent's stdout and stderr itself)."""
+    piped = output is not None
     try:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, process_group=0)  # noqa: S603
+        child = subprocess.Popen(  # noqa: S603
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if piped else None,
+            stderr=subprocess.STDOUT if piped else None,
+            process_group=0,
+        )
     except OSError as exc:
         return Outcome(EXIT_CANNOT_RUN, AgentEvent.FAILED, f"cannot start the runner: {exc}")
+    copier = None
+    if output is not None and child.stdout is not None:
+        copier = OutputCopier(child.stdout.fileno(), output, echo=_agent_stdout())
+        copier.start()
     deadline = time.monotonic() + max_runtime_s
     reason: str | None = None
     kill_at = math.inf
@@ -88,7 +113,16 @@ def run_once(
             kill_at = math.inf
         time.sleep(poll_s)
     _signal_group(child.pid, signal.SIGKILL)  # the exited leader still holds the group id
-    return _outcome(child.wait(), reason, stop, max_runtime_s)
+    returncode = child.wait()
+    if copier is not None and copier.finish(OUTPUT_DRAIN_S) and child.stdout is not None:
+        child.stdout.close()
+    return _outcome(returncode, reason, stop, max_runtime_s)
+
+
+def _agent_stdout() -> BinaryIO | None:
+    """The agent's stdout as bytes, ``None`` when it has none."""
+    buffer: BinaryIO | None = getattr(sys.stdout, "buffer", None)
+    return buffer
 
 
 def _outcome(

@@ -37,6 +37,7 @@ MODULE_FILES = {
     "launch_template.tf",
     "security_group.tf",
     "iam.tf",
+    "logs.tf",
 }
 
 # ------------------------------------------------------------------------------------------
@@ -262,6 +263,7 @@ def test_identifiers_and_ranges_are_validated(module: Config) -> None:
         "kubernetes_namespace",
         "service_account_name",
         "cloudwatch_namespace",
+        "runner_log_group",
     }
     for name in validated:
         rules = module.variables[name].get("validation", [])
@@ -552,6 +554,10 @@ def test_user_data_starts_the_agent_at_every_boot(module: Config) -> None:
     for variable in ("RUNS_FLEET_RUNNER_DIR", "RUNS_FLEET_SSM_PREFIX"):
         assert f"Environment={variable}=" in text
     assert "User=${runner_user}" in text
+    from runs_fleet_ec2.logship import LOG_GROUP_VAR
+
+    assert re.search(rf"^Environment={LOG_GROUP_VAR}=\$\{{log_group\}}$", text, re.M)
+    assert re.search(r"\blog_group\s*=\s*local\.runner_log_group\b", call.group(2))
     # the agent's own flags exist
     from runs_fleet_ec2 import agent
 
@@ -573,6 +579,36 @@ def test_runner_security_group_is_egress_only(module: Config) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# the runners' log group
+# ------------------------------------------------------------------------------------------
+
+
+def test_runner_log_group_defaults_and_wiring(module: Config) -> None:
+    from runs_fleet_ec2.logship import stream_name
+
+    variable = module.variables["runner_log_group"]
+    assert variable["default"] == {}
+    kind = str(variable["type"])
+    assert re.search(r"create\s*=\s*optional\(bool,\s*true\)", kind), kind
+    assert re.search(r'name\s*=\s*optional\(string,\s*"/runs-fleet/runners"\)', kind), kind
+    assert re.search(r"retention_in_days\s*=\s*optional\(number,\s*30\)", kind), kind
+    assert re.search(r"kms_key_arn\s*=\s*optional\(string\)", kind), kind
+    group = module.of_type("aws_cloudwatch_log_group")["runners"]
+    assert group["count"] == "${try(var.runner_log_group.create, false) ? 1 : 0}"
+    assert group["name"] == "${var.runner_log_group.name}"
+    assert group["retention_in_days"] == "${var.runner_log_group.retention_in_days}"
+    assert group["kms_key_id"] == "${var.runner_log_group.kms_key_arn}"
+    # the runners' policy names the group by ARN, created here or not
+    arn = module.locals["runner_log_group_arn"]
+    assert arn.endswith(":log-group:${local.runner_log_group}"), arn
+    assert "var.runner_log_group == null" in module.locals["runner_log_group"]
+    output = module.outputs["runner_log_group_name"]["value"]
+    assert "var.runner_log_group == null ? null : var.runner_log_group.name" in output
+    # the agent's stream names are ones CloudWatch takes
+    assert not set(stream_name("a:b*c", "i-0abc")) & {":", "*"}
+
+
+# ------------------------------------------------------------------------------------------
 # IAM: the actions the code calls
 # ------------------------------------------------------------------------------------------
 
@@ -581,7 +617,11 @@ _ADMIN_MODULES = {
     "runs_fleet_ec2/tables.py",  # ensure_table, used only by create-resources
     "runs_fleet_sqs/resources.py",  # ensure_queue, used only by create-resources
 }
-_RUNNER_MODULES = {"runs_fleet_ec2/agent.py", "runs_fleet_ec2/agent_reports.py"}
+_RUNNER_MODULES = {
+    "runs_fleet_ec2/agent.py",
+    "runs_fleet_ec2/agent_reports.py",
+    "runs_fleet_ec2/logship.py",
+}
 _NO_RESOURCE_SCOPE = {
     "ec2:DescribeInstances",
     "ec2:DescribeSubnets",
@@ -648,7 +688,7 @@ def _code_calls() -> dict[str, set[str]]:
     for path in sorted(PLUGINS.glob("*/src/runs_fleet_*/**/*.py")):
         text = path.read_text()
         services = set(re.findall(r'(?:\.call|\.client)\(\s*"([a-z0-9-]+)"', text))
-        services &= {"ec2", "sqs", "dynamodb", "ssm", "events", "cloudwatch", "sts", "iam"}
+        services &= {"ec2", "sqs", "dynamodb", "ssm", "events", "cloudwatch", "logs", "sts", "iam"}
         if not services:
             continue
         strings = _module_strings(ast.parse(text))
@@ -728,6 +768,7 @@ def test_scanner_finds_what_the_code_calls() -> None:
     assert "sqs:ChangeMessageVisibility" in calls["runs_fleet_sqs/deadletters.py"]  # batch
     assert "dynamodb:CreateTable" in calls["runs_fleet_ec2/tables.py"]
     assert {"ssm:GetParameter", "ssm:DeleteParameter"} <= _runner_code_actions(calls)
+    assert {"logs:CreateLogStream", "logs:PutLogEvents"} <= calls["runs_fleet_ec2/logship.py"]
 
 
 def test_orchestrator_actions_are_exactly_what_the_code_calls(module: Config) -> None:
@@ -792,6 +833,20 @@ def test_iam_scoping(module: Config) -> None:
     assert conditions(read)["aws:ResourceTag/runs-fleet:managed"] == ["true"]
     (report,) = [s for s in runner.values() if "sqs:SendMessage" in s["actions"]]
     assert report["resources"] == ["${aws_sqs_queue.termination.arn}"]
+    # a runner writes log streams of the runners' log group only, when there is one
+    (ship,) = [s for s in runner.values() if "logs:PutLogEvents" in s["actions"]]
+    assert set(ship["actions"]) == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    assert ship["resources"] == [
+        "${local.runner_log_group_arn}",
+        "${local.runner_log_group_arn}:*",
+    ]
+    document = module.data[("aws_iam_policy_document", "runner")]
+    (guard,) = [
+        str(d["statement"]["for_each"])
+        for d in document["dynamic"]
+        if "logs:PutLogEvents" in d["statement"]["content"][0]["actions"]
+    ]
+    assert "var.runner_log_group == null" in guard
 
 
 def test_orchestrator_trust(module: Config) -> None:

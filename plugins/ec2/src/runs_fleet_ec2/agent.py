@@ -28,6 +28,9 @@ mapping puts AWS error codes into the log. botocore retries throttling, HTTP 5xx
 lost connections with backoff. Nothing here logs the JIT config or the report token.
 Off EC2, ``RUNS_FLEET_INSTANCE_ID`` and ``RUNS_FLEET_RUNNER_NAME`` stand in for the
 metadata, and ``RUNS_FLEET_IMDS_URL`` moves it.
+
+With ``--log-group`` the agent's log and the runner's output also go to CloudWatch Logs,
+secrets masked, from the wait for a config to the last report (:mod:`runs_fleet_ec2.logship`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from runs_fleet_aws.calls import AwsCaller
 from runs_fleet_core.domain.ids import RunnerId
 from runs_fleet_core.domain.runner import RunnerConfig
 from runs_fleet_core.errors import AdapterError
+from runs_fleet_ec2 import logship
 from runs_fleet_ec2.agent_reports import REPORT_KIND as REPORT_KIND
 from runs_fleet_ec2.agent_reports import QueueReporter as QueueReporter
 from runs_fleet_ec2.fleet import POOL_TAG, RUNNER_NAME_TAG
@@ -99,6 +103,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave this instance running when done (no terminate after the job, no stop or "
         "terminate when no config came): to look at an instance by hand",
+    )
+    parser.add_argument(
+        "--log-group",
+        default=os.environ.get(logship.LOG_GROUP_VAR) or None,
+        metavar="NAME",
+        help="also ship the agent's log and the runner's output, secrets masked, to this "
+        "CloudWatch Logs group, stream <runner name or pool>/<instance id> (default: "
+        f"${logship.LOG_GROUP_VAR}; unset: nothing is shipped)",
     )
     parser.add_argument("--poll-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     parser.add_argument("--report-attempts", type=int, default=4, help=argparse.SUPPRESS)
@@ -226,12 +238,31 @@ def _region(imds: Imds) -> str:
 def _serve(
     args: argparse.Namespace, identity: Identity, caller: AwsCaller, stop: StopRequest
 ) -> int:
-    """From the config to the end of the instance."""
+    """From the config to the end of the instance, the logs shipped until the instance
+    is told to end when ``--log-group`` names a group."""
+    with logship.shipping_logs(
+        caller, args.log_group, runner_name=identity.runner_name, instance_id=identity.instance_id
+    ) as shipper:
+        code, operation = _take_job(args, identity, caller, stop, shipper)
+    if operation is None:
+        return code
+    return _end(args, caller, identity, code, operation)
+
+
+def _take_job(
+    args: argparse.Namespace,
+    identity: Identity,
+    caller: AwsCaller,
+    stop: StopRequest,
+    shipper: logship.CloudWatchLogShipper | None,
+) -> tuple[int, str | None]:
+    """Wait for the config and run its job: the exit code, and what becomes of the
+    instance (``None``: whoever stopped the agent, a shutdown, decides)."""
     try:
         store = SsmConfigStore(caller, prefix=args.ssm_prefix)
     except ValueError as exc:
         _log.error("%s", exc)
-        return _end(args, caller, identity, EXIT_BAD_CONFIG, TERMINATE)
+        return EXIT_BAD_CONFIG, TERMINATE
     wait_s = args.wait_for_config
     if wait_s is None:
         wait_s = DEFAULT_POOL_WAIT_S if identity.in_pool else DEFAULT_COLD_WAIT_S
@@ -246,10 +277,11 @@ def _serve(
     )
     found = wait_for_config(store, _usable(store, identity), wait_s, args.poll_interval, stop)
     if isinstance(found, int):
-        if stop.requested:  # whoever stopped the agent (a shutdown) decides the instance's fate
-            return found
+        if stop.requested:
+            return found, None
         pool_wait_over = found == EXIT_NO_CONFIG_YET and identity.in_pool
-        return _end(args, caller, identity, found, STOP if pool_wait_over else TERMINATE)
+        return found, STOP if pool_wait_over else TERMINATE
+    logship.hide_secrets_of(shipper, found)
     code = run_job(
         found,
         runner_dir=args.runner_dir,
@@ -258,8 +290,9 @@ def _serve(
         stop=stop,
         reporter=_reporter(args, found, caller),
         setup=setup_values(args),
+        output=shipper,
     )
-    return _end(args, caller, identity, code, TERMINATE)
+    return code, TERMINATE
 
 
 def _usable(store: SsmConfigStore, identity: Identity) -> list[RunnerId]:
