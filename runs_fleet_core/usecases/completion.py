@@ -87,8 +87,8 @@ class Completion:
         job = await self.state.get_job(event.job_id)
         if job is None or job.runner_lost is None or job.runner_exit is not None:
             return
-        note = await self._rerun(job, event.run_attempt)
-        self.metrics.increment("lost_runner_failures", labels={"rerun": note.split(":")[0]})
+        outcome, note = await self._rerun(job, event.run_attempt)
+        self.metrics.increment("lost_runner_failures", labels={"rerun": outcome})
         reason = f"conclusion: failure, its runner was lost ({job.runner_lost}); {note}"
         _log.info("job %s of %s: %s", job.job_id, job.repository, reason)
         for _ in range(self.max_conflicts):
@@ -103,16 +103,17 @@ class Completion:
                     return
                 job = fresh
 
-    async def _rerun(self, job: Job, run_attempt: int) -> str:
+    async def _rerun(self, job: Job, run_attempt: int) -> tuple[str, str]:
+        """Ask GitHub to re-run ``job`` if the policy allows: (outcome, what was done)."""
         if self.github is None or self.rerun_lost_jobs < 1:
-            return f"not re-run: {RERUN_SETTING} is 0"
+            return "skipped", f"not re-run: {RERUN_SETTING} is 0"
         if run_attempt > self.rerun_lost_jobs:
-            return f"not re-run: run attempt {run_attempt} is past {RERUN_SETTING}"
+            return "skipped", f"not re-run: run attempt {run_attempt} is past {RERUN_SETTING}"
         try:
             await self.github.rerun_job(job.repository, job.job_id)
         except AdapterError as exc:
-            return f"refused: GitHub did not re-run it: {exc}"
-        return "re-run requested: GitHub queues it again as a new job"
+            return "refused", f"refused: GitHub did not re-run it: {exc}"
+        return "requested", "re-run requested: GitHub queues it again as a new job"
 
     async def runner_lost(self, job_id: JobId, runner_name: str, why: str) -> CompletionOutcome:
         """Record that ``runner_name`` vanished while running job ``job_id`` (GitHub
