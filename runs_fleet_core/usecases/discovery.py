@@ -34,7 +34,7 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_DISCOVER_AFTER_S = 120.0
 DEFAULT_WINDOW_S = 24 * 3600.0
-DEFAULT_RESEED_S = 3600.0
+DEFAULT_RESEED_S = 600.0
 DELIVERY_PREFIX = "discovered-"
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
@@ -99,8 +99,13 @@ class Discovery:
 
     async def _refresh(self, now: datetime) -> None:
         """Note the repositories of the jobs runs-fleet has: every status once per
-        ``reseed_s`` (a new leader starts that way), only unfinished ones otherwise."""
-        reseed = self._seeded_at is None or (now - self._seeded_at).total_seconds() >= self.reseed_s
+        ``reseed_s`` and while none is known (a new leader starts that way), only
+        unfinished ones otherwise."""
+        reseed = (
+            self._seeded_at is None
+            or not self._served
+            or (now - self._seeded_at).total_seconds() >= self.reseed_s
+        )
         statuses = list(JobStatus) if reseed else [s for s in JobStatus if not s.final]
         for status in statuses:
             for job in await self.state.list_jobs(status=status):
