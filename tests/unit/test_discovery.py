@@ -124,3 +124,18 @@ async def test_at_most_max_per_pass_repositories_are_asked_least_recently_asked_
     second = (await discovery.discover()).repositories
     assert len(first) == 2 and len(second) == 2
     assert set(first) | set(second) == {"octo-org/r0", "octo-org/r1", "octo-org/r2"}
+
+
+async def test_a_repository_whose_only_job_ended_between_two_passes_is_still_asked(
+    world: World,
+) -> None:
+    discovery = _discovery(world)
+    assert (await discovery.discover()).repositories == ()  # nothing recorded yet
+    await _served(world)
+    job = await world.state.get_job(JobId(1))
+    assert job is not None
+    await world.state.put_job(
+        job.transition(JobStatus.CANCELLED, at=world.clock.now()), expect_version=job.version
+    )
+    world.clock.advance(1)
+    assert (await discovery.discover()).repositories == (REPO,)
