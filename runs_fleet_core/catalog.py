@@ -167,6 +167,18 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         default="https://api.github.com",
     ),
     _s(
+        "RUNNER_REGISTRATION",
+        "how runners register with GitHub: jit (a just-in-time config that binds each "
+        "runner to its name and labels, the default) or token, for a GitHub without JIT "
+        "configs (an older GitHub Enterprise Server). token is weaker: each runner registers "
+        "itself with config.sh, a one-hour registration token and --ephemeral, so any "
+        "queued job whose labels it has may take it (runs-fleet's in_progress check then "
+        "sees the mismatch and counts it), and the token could register other runners "
+        "until it expires",
+        default="jit",
+        choices=("jit", "token"),
+    ),
+    _s(
         "DEFAULT_DISK_GIB",
         "root disk size when a label has no disk=",
         kind=Kind.INT,

@@ -5,8 +5,10 @@ Exit codes: the runner's own; 124 when the maximum runtime stopped it; 128 + the
 no config arrived in time; 78 when the config is missing or unreadable, the setup
 settings are wrong, the runner archive's checksum does not match or the runner is older
 than the minimum; 69 when the runner could not be downloaded; 70 when the machine has
-less free disk or memory than the minimums (:mod:`runs_fleet_agent.preflight`). Nothing
-here logs the JIT config or the report token.
+less free disk or memory than the minimums (:mod:`runs_fleet_agent.preflight`); 78 too
+when a runner that registers with a token finds its directory registered already; a
+failed ``config.sh``'s own (:mod:`runs_fleet_agent.register`). Nothing here logs the JIT
+config, the registration token or the report token.
 
 :func:`run_job` (report, run once, report) and the pieces around it are public so that
 an agent that finds its config and sends its reports elsewhere (EC2 mode: Parameter
@@ -28,6 +30,7 @@ from typing import Protocol
 from runs_fleet_agent.configfile import ConfigFileError, read_and_delete, wait_for_file
 from runs_fleet_agent.output import LineSink
 from runs_fleet_agent.preflight import SETTINGS, SetupError, parse_setup, prepare
+from runs_fleet_agent.register import cannot_register, register
 from runs_fleet_agent.report import Reporter
 from runs_fleet_agent.supervise import (
     EXIT_CANNOT_RUN,
@@ -183,7 +186,8 @@ def run_job(
     output: LineSink | None = None,
 ) -> int:
     """Check the machine and the runner, report STARTED, run ``<runner_dir>/run.sh
-    --jitconfig …`` once, report how it ended: the exit code of the run (see the module
+    --jitconfig …`` once (with a registration token instead: ``config.sh`` to register,
+    then ``run.sh``), report how it ended: the exit code of the run (see the module
     docstring). A failed check is reported FAILED without STARTED: the job never
     started. ``max_runtime_s`` ``None``: the config's ``max_runtime_s``, else 6 h.
     ``stop`` must already be the handler of SIGTERM/SIGINT (:func:`handling_stop_signals`)
@@ -192,7 +196,7 @@ def run_job(
     the environment's. ``output``: where the runner's output lines go besides the
     agent's stdout (:func:`~runs_fleet_agent.supervise.run_once`)."""
     _log.info("runner %s takes job %s of %s", config.runner_name, config.job_id, config.repository)
-    refused = _preflight(runner_dir, os.environ if setup is None else setup, stop)
+    refused = _preflight(config, runner_dir, os.environ if setup is None else setup, stop)
     if refused is not None:
         _log.error("not starting the runner (exit code %d): %s", refused.exit_code, refused.detail)
         if reporter is not None:
@@ -211,12 +215,17 @@ def run_job(
 
 
 def _preflight(
-    runner_dir: Path | str | None, setup: Mapping[str, str | None], stop: StopRequest
+    config: RunnerConfig,
+    runner_dir: Path | str | None,
+    setup: Mapping[str, str | None],
+    stop: StopRequest,
 ) -> Outcome | None:
     """Why the runner must not start, or ``None``. Without a runner directory, or once
     told to stop, :func:`_run_runner` says what happened."""
     if runner_dir is None or stop.requested:
         return None
+    if config.registers_with_token and (why := cannot_register(config, Path(runner_dir))):
+        return Outcome(EXIT_BAD_CONFIG, AgentEvent.FAILED, why)
     try:
         parsed = parse_setup(setup)
     except SetupError as exc:
@@ -240,6 +249,11 @@ def _run_runner(
         detail = "no runner directory: set RUNS_FLEET_RUNNER_DIR or pass --runner-dir"
         return Outcome(EXIT_CANNOT_RUN, AgentEvent.FAILED, detail)
     command = [str(Path(runner_dir) / "run.sh"), "--jitconfig", config.jit_config]
+    if config.registers_with_token:
+        refused = register(config, Path(runner_dir), grace_s=grace_s, stop=stop, output=output)
+        if refused is not None:
+            return refused
+        command = command[:1]
     _log.info("running %s/run.sh (at most %gs)", runner_dir, max_runtime_s)
     return run_once(command, max_runtime_s=max_runtime_s, grace_s=grace_s, stop=stop, output=output)
 

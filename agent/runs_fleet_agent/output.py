@@ -7,8 +7,8 @@ byte unchanged to the agent's own stdout (so ``kubectl logs`` and journald see w
 always saw) and hands each line to a :class:`LineSink`. A sink must never make the
 runner wait: it keeps what it can and drops the rest. :class:`SinkHandler` hands the
 agent's own log records to the same sink. :class:`Redactor` is what a sink masks secrets
-with before it keeps a line: the values it is given (the JIT config, the report token)
-and the shapes of GitHub tokens and AWS credentials.
+with before it keeps a line: the values it is given (the JIT config or registration
+token, the report token) and the shapes of GitHub tokens and AWS credentials.
 """
 
 from __future__ import annotations
@@ -110,11 +110,12 @@ def _mask_secret_start_at_end(text: str, secrets: Iterable[str]) -> str:
 
 
 def config_secrets(config: RunnerConfig) -> list[str]:
-    """The secrets of a runner config: its JIT config and the values of the settings
-    whose names mention a token, secret, password or key (``report_token``)."""
+    """The secrets of a runner config: its JIT config or registration token, and the
+    values of the settings whose names mention a token, secret, password or key
+    (``report_token``); empty ones left out."""
     settings = config.settings
     hidden = [v for k, v in settings.items() if any(w in k.lower() for w in _SECRET_SETTING_WORDS)]
-    return [config.jit_config, *hidden]
+    return [s for s in (config.jit_config, config.registration_token, *hidden) if s]
 
 
 class SinkHandler(logging.Handler):

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -80,10 +80,12 @@ def run_once(
     stop: StopRequest,
     poll_s: float = 0.1,
     output: LineSink | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Run ``command`` to its end, or stop it on a signal or at the runtime ceiling.
     ``output``: where the runner's output lines go besides the agent's stdout (``None``:
-    the runner writes to the agent's stdout and stderr itself)."""
+    the runner writes to the agent's stdout and stderr itself). ``env``: the command's
+    whole environment (``None``: the agent's)."""
     piped = output is not None
     try:
         child = subprocess.Popen(  # noqa: S603
@@ -92,6 +94,7 @@ def run_once(
             stdout=subprocess.PIPE if piped else None,
             stderr=subprocess.STDOUT if piped else None,
             process_group=0,
+            env=None if env is None else dict(env),
         )
     except OSError as exc:
         return Outcome(EXIT_CANNOT_RUN, AgentEvent.FAILED, f"cannot start the runner: {exc}")

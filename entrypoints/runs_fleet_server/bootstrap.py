@@ -18,6 +18,7 @@ import attrs
 
 from runs_fleet_core.domain.job import Job
 from runs_fleet_core.domain.messages import AgentReport
+from runs_fleet_core.domain.runner import RegistrationMode
 from runs_fleet_core.domain.tokens import report_token, verify_report_token
 from runs_fleet_core.errors import AdapterError, ConfigError
 from runs_fleet_core.plugins import PluginManager
@@ -295,6 +296,7 @@ def _dispatcher(settings: Settings, adapters: Adapters, agent: AgentEndpoint) ->
         max_attempts=settings["RUNS_FLEET_MAX_ATTEMPTS"],
         runner_settings=agent.runner_settings,
         ephemeral_pool_max_size=settings["RUNS_FLEET_EPHEMERAL_POOL_MAX_SIZE"],
+        registration=RegistrationMode(settings["RUNS_FLEET_RUNNER_REGISTRATION"]),
     )
 
 

@@ -67,12 +67,23 @@ class PoolRunner:
     instance_type: str | None = None
 
 
+class RegistrationMode(enum.StrEnum):
+    """How runners register with GitHub: a just-in-time config bound to one runner
+    (``jit``), or a registration token the runner's ``config.sh`` uses (``token``)."""
+
+    JIT = "jit"
+    TOKEN = "token"  # noqa: S105 (a mode's name, not a password)
+
+
 @attrs.frozen(kw_only=True, repr=False)
 class RunnerConfig:
     """What an agent needs to register and run exactly one job.
 
-    ``jit_config`` is GitHub's just-in-time runner configuration: a secret. ``repr`` is
-    redacted so that logging a config never prints it.
+    ``jit_config`` is GitHub's just-in-time runner configuration: a secret. Where JIT
+    configs are unavailable it is ``""`` and the runner registers itself instead, with
+    ``registration_token`` (a secret too) at ``registration_url`` (the repository's or
+    organization's web URL, as ``config.sh --url`` wants it). ``repr`` is redacted so
+    that logging a config never prints either secret.
     """
 
     runner_name: str
@@ -81,11 +92,19 @@ class RunnerConfig:
     jit_config: str
     labels: tuple[str, ...] = ()
     settings: dict[str, str] = attrs.field(factory=dict)
+    registration_token: str | None = None
+    registration_url: str | None = None
+
+    @property
+    def registers_with_token(self) -> bool:
+        """Whether the runner registers itself with a registration token."""
+        return bool(self.registration_token)
 
     def __repr__(self) -> str:
+        secret = "registration_token='***'" if self.registers_with_token else "jit_config='***'"
         return (
             f"RunnerConfig(runner_name={self.runner_name!r}, job_id={self.job_id!r}, "
-            f"repository={self.repository!r}, jit_config='***')"
+            f"repository={self.repository!r}, {secret})"
         )
 
 

@@ -14,6 +14,7 @@ from runs_fleet_core.ports.github import (
     JitConfig,
     JobStatusReport,
     QueuedJob,
+    RunnerRegistration,
 )
 from runs_fleet_core.ports.identity import RunnerIdentity
 from runs_fleet_core.ports.observe import Clock, Metrics, SystemClock
@@ -39,6 +40,7 @@ __all__ = [
     "RunnerEventKind",
     "RunnerEvents",
     "RunnerIdentity",
+    "RunnerRegistration",
     "StateStore",
     "SystemClock",
 ]

@@ -2,7 +2,8 @@
 
 The adapter caches installation tokens until shortly before they expire, retries with
 bounded backoff, honours ``Retry-After`` on 403/429, and raises ``GitHubError`` with
-``retryable`` set accordingly. Tokens and JIT configs never appear in its errors.
+``retryable`` set accordingly. Tokens, registration tokens and JIT configs never appear
+in its errors.
 """
 
 from __future__ import annotations
@@ -34,6 +35,20 @@ class JitConfig:
 
     def __repr__(self) -> str:
         return f"JitConfig(runner_id={self.runner_id}, encoded='***')"
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class RunnerRegistration:
+    """What a runner needs to register itself with ``config.sh``: a registration
+    token (a secret, valid one hour) and ``url``, the web URL of the repository
+    (``https://github.com/OWNER/REPO``) or organization (``https://github.com/OWNER``)
+    it registers in."""
+
+    token: str
+    url: str
+
+    def __repr__(self) -> str:
+        return f"RunnerRegistration(url={self.url!r}, token='***')"
 
 
 @attrs.frozen(kw_only=True)
@@ -73,8 +88,12 @@ class GitHub(Protocol):
         """
         ...
 
-    async def registration_token(self, repository: str) -> str:
-        """A registration token: the fallback where JIT configs are unavailable."""
+    async def registration_token(self, repository: str) -> RunnerRegistration:
+        """A registration token for a runner of ``repository`` (in the adapter's runner
+        scope) and the URL it registers at: the fallback where JIT configs are
+        unavailable. Weaker than a JIT config: the runner it registers may take any
+        queued job whose labels it has, and the token could register other runners
+        until it expires."""
         ...
 
     async def list_runners(self, repository: str) -> Sequence[GitHubRunner]: ...

@@ -2,11 +2,12 @@
 
 Steps: read the job → claim it (a conditional write with an expiring claim) → take a
 warm-pool runner if the label names a pool and one is idle (an atomic assignment) or
-else get a JIT config, store it, and create a runner through the Provider → record the
-runner → acknowledge. Every step is idempotent and guarded by the job's stored state,
-so a crash anywhere leaves a state that the re-delivered message completes without a
-second runner: runner names derive from job id and attempt, and providers treat a
-second create with the same name as the first.
+else get a JIT config (or, where GitHub has none, a registration token), store it, and
+create a runner through the Provider → record the runner → acknowledge. Every step is
+idempotent and guarded by the job's stored state, so a crash anywhere leaves a state
+that the re-delivered message completes without a second runner: runner names derive
+from job id and attempt, and providers treat a second create with the same name as the
+first.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import attrs
 from runs_fleet_core.domain.ids import JobId, RunnerId, runner_name_for
 from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.domain.messages import JobMessage
-from runs_fleet_core.domain.runner import RunnerConfig, RunnerPhase
+from runs_fleet_core.domain.runner import RegistrationMode, RunnerConfig, RunnerPhase
 from runs_fleet_core.domain.spec import RunnerSpec
 from runs_fleet_core.errors import AdapterError, ConflictError, NotFoundError
 from runs_fleet_core.ports import (
@@ -78,6 +79,9 @@ class Dispatcher:
     rng: random.Random = attrs.field(factory=random.Random)
     ephemeral_pool_max_size: int = 10
     """Cap of the ephemeral pool made for a ``pool=`` naming no pool (0: make none)."""
+    registration: RegistrationMode = RegistrationMode.JIT
+    """How runners register: a JIT config per runner, or a registration token with
+    which the runner's ``config.sh`` registers it (where GitHub has no JIT configs)."""
     runner_settings: Callable[[Job, str], Mapping[str, str]] = attrs.field(
         default=lambda job, runner_name: {}
     )
@@ -255,24 +259,34 @@ class Dispatcher:
         return None
 
     async def _store_config(self, job: Job, spec: RunnerSpec, key: RunnerId, name: str) -> None:
-        """Store the runner's JIT config, reusing one an interrupted attempt stored."""
+        """Store the runner's JIT config (or registration token), reusing one an
+        interrupted attempt stored."""
         existing = await self.configs.get(key)
         if existing is not None and (existing.job_id, existing.runner_name) == (job.job_id, name):
             return
-        jit = await self.github.create_jit_config(
-            job.repository, runner_name=name, labels=spec.labels or (spec.label,)
+        labels = spec.labels or (spec.label,)
+        config = RunnerConfig(
+            runner_name=name,
+            job_id=job.job_id,
+            repository=job.repository,
+            jit_config="",
+            labels=spec.labels,
+            settings=dict(self.runner_settings(job, name)),
         )
-        await self.configs.put(
-            key,
-            RunnerConfig(
-                runner_name=name,
-                job_id=job.job_id,
-                repository=job.repository,
-                jit_config=jit.encoded,
-                labels=spec.labels,
-                settings=dict(self.runner_settings(job, name)),
-            ),
-        )
+        if self.registration is RegistrationMode.TOKEN:
+            registration = await self.github.registration_token(job.repository)
+            config = attrs.evolve(
+                config,
+                labels=labels,
+                registration_token=registration.token,
+                registration_url=registration.url,
+            )
+        else:
+            jit = await self.github.create_jit_config(
+                job.repository, runner_name=name, labels=labels
+            )
+            config = attrs.evolve(config, jit_config=jit.encoded)
+        await self.configs.put(key, config)
 
     async def _save(self, new: Job, old: Job) -> Job:
         return await self.state.put_job(new, expect_version=old.version)

@@ -26,7 +26,12 @@ from runs_fleet_core.errors import AdapterError
 from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.settings import Settings
 from runs_fleet_core.testing.contracts import ConfigStoreContract
-from runs_fleet_core.testing.contracts.configs import FAKE_JIT_CONFIG, runner_config
+from runs_fleet_core.testing.contracts.configs import (
+    FAKE_JIT_CONFIG,
+    FAKE_REGISTRATION_TOKEN,
+    runner_config,
+    token_config,
+)
 from runs_fleet_core.testing.memory import ManualClock, RecordingMetrics
 from runs_fleet_k8s import config_files, configs
 from runs_fleet_k8s.client import KubeCaller
@@ -88,12 +93,27 @@ async def test_the_secret_part_is_in_the_secret_and_nowhere_in_the_config_map(
     hidden = json.loads(base64.b64decode(secret["data"]["secret.json"]))
     assert hidden == {
         "jit_config": FAKE_JIT_CONFIG,
+        "registration_token": None,
         "settings": {"report_token": REPORT_TOKEN, "Cache_API_Key": "k-123-secret"},
     }
     config_map = json.dumps(_object(kube_api, "configmaps", "runs-fleet-7-1-settings"))
     for secret_text in (FAKE_JIT_CONFIG, REPORT_TOKEN, "k-123-secret", "report_token"):
         assert secret_text not in config_map
     assert "telemetry_url" in config_map
+
+
+async def test_a_registration_token_is_in_the_secret_and_nowhere_in_the_config_map(
+    store: SecretConfigStore, kube_api: KubeApi
+) -> None:
+    await store.put(RunnerId("runs-fleet-9-1"), token_config(9))
+    secret = _object(kube_api, "secrets", "runs-fleet-9-1-config")
+    hidden = json.loads(base64.b64decode(secret["data"]["secret.json"]))
+    assert hidden["registration_token"] == FAKE_REGISTRATION_TOKEN
+    assert hidden["jit_config"] == ""
+    config_map = _object(kube_api, "configmaps", "runs-fleet-9-1-settings")
+    assert FAKE_REGISTRATION_TOKEN not in json.dumps(config_map)
+    public = json.loads(config_map["data"]["runner.json"])
+    assert public["registration_url"] == "https://github.com/octo-org/app"
 
 
 async def test_both_objects_are_labelled_with_the_job_and_annotated_with_the_runner(

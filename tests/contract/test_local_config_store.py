@@ -18,7 +18,7 @@ from runs_fleet_core.converters import loads, make_config_converter
 from runs_fleet_core.domain.ids import RunnerId
 from runs_fleet_core.domain.runner import RunnerConfig
 from runs_fleet_core.testing.contracts import ConfigStoreContract
-from runs_fleet_core.testing.contracts.configs import runner_config
+from runs_fleet_core.testing.contracts.configs import runner_config, token_config
 from runs_fleet_local.configs import FileConfigStore
 
 UNSAFE_IDS = ["", ".", "..", "../x", "a/b", "/etc/passwd", ".hidden", "a\x00b", "a b", "x" * 201]
@@ -39,6 +39,12 @@ class TestFileConfigStore(ConfigStoreContract):
         await config_store.put(RunnerId("runs-fleet-7-1"), runner_config(7))
         assert _mode(config_store.directory) == 0o700
         assert _mode(config_store.path_for(RunnerId("runs-fleet-7-1"))) == 0o600
+
+    async def test_a_registration_token_config_file_is_0600_too(
+        self, config_store: FileConfigStore
+    ) -> None:
+        await config_store.put(RunnerId("runs-fleet-9-1"), token_config(9))
+        assert _mode(config_store.path_for(RunnerId("runs-fleet-9-1"))) == 0o600
 
     async def test_a_file_holds_the_config_as_the_config_converter_reads_it(
         self, config_store: FileConfigStore

@@ -226,7 +226,11 @@ class TestFakeGitHub:
         github.fail_next.append(GitHubError("rate limited", retryable=True))
         with pytest.raises(GitHubError):
             await github.registration_token("o/r")
-        assert await github.registration_token("o/r") != await github.registration_token("o/r")
+        first, second = [await github.registration_token("o/r") for _ in range(2)]
+        assert first.token != second.token
+        assert first.url == "https://github.com/o/r"
+        assert first.token not in repr(first)
+        assert github.registrations == ["o/r", "o/r"]
 
 
 class TestManualClockAndMetrics:

@@ -19,7 +19,12 @@ from runs_fleet_core.errors import AdapterError, ConfigError
 from runs_fleet_core.plugins import AdapterContext
 from runs_fleet_core.settings import Settings
 from runs_fleet_core.testing.contracts import ConfigStoreContract
-from runs_fleet_core.testing.contracts.configs import FAKE_JIT_CONFIG, runner_config
+from runs_fleet_core.testing.contracts.configs import (
+    FAKE_JIT_CONFIG,
+    FAKE_REGISTRATION_TOKEN,
+    runner_config,
+    token_config,
+)
 from runs_fleet_core.testing.memory import ManualClock, RecordingMetrics
 from runs_fleet_ec2 import ssm
 from runs_fleet_ec2.ssm import SsmConfigStore
@@ -66,6 +71,19 @@ async def test_a_config_is_a_secure_string_tagged_with_its_job(
     parameter = _ssm(caller).get_parameter(Name=name)["Parameter"]
     assert parameter["Type"] == "SecureString"
     assert _tags(caller, name) == {"runs-fleet:managed": "true", "runs-fleet:job-id": "7"}
+
+
+async def test_a_registration_token_config_is_a_secure_string_too(
+    store: SsmConfigStore, caller: AwsCaller
+) -> None:
+    await store.put(RunnerId("runs-fleet-9-1"), token_config(9))
+    name = store.parameter_name(RunnerId("runs-fleet-9-1"))
+    parameter = _ssm(caller).get_parameter(Name=name)["Parameter"]
+    assert parameter["Type"] == "SecureString"
+    (described,) = _ssm(caller).describe_parameters(
+        ParameterFilters=[{"Key": "Name", "Values": [name]}]
+    )["Parameters"]
+    assert FAKE_REGISTRATION_TOKEN not in str(described)
 
 
 async def test_overwriting_a_config_moves_its_job_tag(
@@ -196,6 +214,21 @@ async def test_an_aws_error_quoting_the_config_reaches_the_caller_without_it(
     assert secret not in str(caught.value)
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__
+
+
+async def test_an_aws_error_quoting_a_registration_token_reaches_the_caller_without_it(
+    store: SsmConfigStore, caller: AwsCaller
+) -> None:
+    with Stubber(_ssm(caller)) as stubber:
+        stubber.add_client_error(
+            "put_parameter",
+            service_error_code="ValidationException",
+            service_message=f"Value '{FAKE_REGISTRATION_TOKEN}' failed to satisfy constraint",
+        )
+        with pytest.raises(AdapterError, match="ValidationException: Value '\\*\\*\\*'") as caught:
+            await store.put(RunnerId("runs-fleet-9-1"), token_config(9))
+    assert FAKE_REGISTRATION_TOKEN not in str(caught.value)
+    assert caught.value.__cause__ is None
 
 
 def _context(**values: str) -> AdapterContext:

@@ -1,14 +1,16 @@
 """The contract every ConfigStore adapter must pass.
 
-A runner reads its one job's config (with a JIT config, a secret) from the store; a
-config that comes back altered, lingers after delete or leaks through a repr is a
-runner that registers wrongly or a secret in a log. These tests pin that down.
+A runner reads its one job's config (with a JIT config or a registration token, both
+secrets) from the store; a config that comes back altered, lingers after delete or leaks
+through a repr is a runner that registers wrongly or a secret in a log. These tests pin
+that down.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+import attrs
 import pytest
 
 from runs_fleet_core.domain.ids import JobId, RunnerId
@@ -16,6 +18,8 @@ from runs_fleet_core.domain.runner import RunnerConfig
 from runs_fleet_core.ports.configs import ConfigStore
 
 FAKE_JIT_CONFIG = "eyJydW5uZXIiOiJzZWNyZXQtaml0LWNvbmZpZy1kby1ub3QtbG9nIn0="
+FAKE_REGISTRATION_TOKEN = "AABBCCREGISTRATIONTOKENDONOTLOG1"  # noqa: S105 (a fake)
+OTHER_TOKEN = "ZZYYXXANOTHERREGISTRATIONTOKEN99"  # noqa: S105 (a fake)
 
 
 def runner_config(job_id: int, *, jit_config: str = FAKE_JIT_CONFIG) -> RunnerConfig:
@@ -27,6 +31,16 @@ def runner_config(job_id: int, *, jit_config: str = FAKE_JIT_CONFIG) -> RunnerCo
         jit_config=jit_config,
         labels=("self-hosted", f"runs-fleet={job_id}/cpu=2"),
         settings={"max_runtime_minutes": "360", "telemetry_url": "http://127.0.0.1:8080"},
+    )
+
+
+def token_config(job_id: int, *, token: str = FAKE_REGISTRATION_TOKEN) -> RunnerConfig:
+    """A config for job ``job_id`` whose runner registers itself with a registration
+    token: no JIT config, a token and the URL it registers at."""
+    return attrs.evolve(
+        runner_config(job_id, jit_config=""),
+        registration_token=token,
+        registration_url="https://github.com/octo-org/app",
     )
 
 
@@ -112,3 +126,32 @@ class ConfigStoreContract:
         assert stored.jit_config == FAKE_JIT_CONFIG
         for text in (repr(stored), str(stored), repr(config_store), str(config_store)):
             assert FAKE_JIT_CONFIG not in text
+
+    async def test_a_registration_token_config_is_read_back_unchanged(
+        self, config_store: ConfigStore
+    ) -> None:
+        runner = RunnerId("runs-fleet-9-1")
+        await config_store.put(runner, token_config(9))
+        stored = await config_store.get(runner)
+        assert stored == token_config(9)
+        assert stored is not None and stored.jit_config == ""
+        assert stored.registration_token == FAKE_REGISTRATION_TOKEN
+        assert stored.registration_url == "https://github.com/octo-org/app"
+
+    async def test_a_token_config_and_a_jit_config_overwrite_each_other(
+        self, config_store: ConfigStore
+    ) -> None:
+        runner = RunnerId("runs-fleet-9-1")
+        await config_store.put(runner, token_config(9))
+        await config_store.put(runner, runner_config(9))
+        assert await config_store.get(runner) == runner_config(9)
+        await config_store.put(runner, token_config(9, token=OTHER_TOKEN))
+        assert await config_store.get(runner) == token_config(9, token=OTHER_TOKEN)
+
+    async def test_the_registration_token_shows_in_no_repr(self, config_store: ConfigStore) -> None:
+        runner = RunnerId("runs-fleet-9-1")
+        await config_store.put(runner, token_config(9))
+        stored = await config_store.get(runner)
+        assert stored is not None
+        for text in (repr(stored), str(stored), repr(config_store), str(config_store)):
+            assert FAKE_REGISTRATION_TOKEN not in text

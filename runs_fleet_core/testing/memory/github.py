@@ -18,7 +18,13 @@ import attrs
 
 from runs_fleet_core.domain.ids import JobId
 from runs_fleet_core.errors import GitHubError, NotFoundError
-from runs_fleet_core.ports.github import GitHubRunner, JitConfig, JobStatusReport, QueuedJob
+from runs_fleet_core.ports.github import (
+    GitHubRunner,
+    JitConfig,
+    JobStatusReport,
+    QueuedJob,
+    RunnerRegistration,
+)
 
 
 class FakeGitHub:
@@ -27,6 +33,8 @@ class FakeGitHub:
     ``jobs``: what :meth:`get_job` reports, keyed by job id (set by the test).
     ``queued``: the jobs :meth:`list_queued_jobs` lists, by repository (set by the test).
     ``reruns``: ``(repository, job id)`` of every :meth:`rerun_job` call.
+    ``jit_requests``/``registrations``: the repository of every :meth:`create_jit_config`
+    and :meth:`registration_token` call that succeeded.
     ``fail_next``: exceptions popped (first one first) and raised by the next call of
     any port method before it does anything, to simulate outages and throttling.
     """
@@ -35,6 +43,8 @@ class FakeGitHub:
         self.jobs: dict[JobId, JobStatusReport] = {}
         self.queued: dict[str, list[QueuedJob]] = {}
         self.reruns: list[tuple[str, JobId]] = []
+        self.jit_requests: list[str] = []
+        self.registrations: list[str] = []
         self.fail_next: list[Exception] = []
         self._runners: dict[str, dict[int, GitHubRunner]] = {}
         self._ids = itertools.count(1)
@@ -65,12 +75,16 @@ class FakeGitHub:
         )
         document = {"runner_id": runner_id, "secret": secrets.token_urlsafe(32)}
         encoded = base64.b64encode(json.dumps(document).encode()).decode()
+        self.jit_requests.append(repository)
         return JitConfig(runner_id=runner_id, encoded=encoded)
 
-    async def registration_token(self, repository: str) -> str:
-        """A fresh random registration token."""
+    async def registration_token(self, repository: str) -> RunnerRegistration:
+        """A fresh random registration token for ``repository`` on github.com."""
         await self._call()
-        return f"FAKE{secrets.token_urlsafe(24)}"
+        self.registrations.append(repository)
+        return RunnerRegistration(
+            token=f"FAKE{secrets.token_urlsafe(24)}", url=f"https://github.com/{repository}"
+        )
 
     async def list_runners(self, repository: str) -> Sequence[GitHubRunner]:
         """The runners registered in ``repository``, by id."""

@@ -9,8 +9,9 @@ tagged ``runs-fleet:managed=true`` and ``runs-fleet:job-id=<id>`` so that an ope
 
 The tier is ``Intelligent-Tiering``: a JIT config with its labels can exceed the
 standard tier's 4 KB, and this way only those few parameters pay for the advanced
-tier. The JIT config is never part of a log line or an error: AWS errors raised while
-writing a config are checked for it and stripped of it before they leave this module.
+tier. The JIT config (or, where runners register with a token, the registration
+token) is never part of a log line or an error: AWS errors raised while writing a config
+are checked for it and stripped of it before they leave this module.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class SsmConfigStore:
         if self.kms_key_id:
             params["KeyId"] = self.kms_key_id
         job_tag = {"Key": JOB_TAG, "Value": str(config.job_id)}
-        secrets = (value, config.jit_config)
+        secrets = [s for s in (value, config.jit_config, config.registration_token) if s]
         try:
             await self._put(params, secrets, Tags=[{"Key": MANAGED_TAG, "Value": "true"}, job_tag])
         except AdapterError as exc:

@@ -26,17 +26,23 @@ import httpx
 from runs_fleet_core.domain.ids import JobId
 from runs_fleet_core.errors import GitHubError, NotFoundError
 from runs_fleet_core.ports import Clock, Metrics, SystemClock
-from runs_fleet_core.ports.github import GitHubRunner, JitConfig, JobStatusReport, QueuedJob
+from runs_fleet_core.ports.github import (
+    GitHubRunner,
+    JitConfig,
+    JobStatusReport,
+    QueuedJob,
+    RunnerRegistration,
+)
 from runs_fleet_github.auth import AppAuth
 from runs_fleet_github.budget import RateLedger, TokenBucket
 from runs_fleet_github.keys import load_app_key
 from runs_fleet_github.listing import ConditionalCache, page_key, queued_job, runner_of
 from runs_fleet_github.scope import (
-    GROUP_SETTING,
-    SCOPE_SETTING,
     GroupChoice,
     RunnerGroups,
     Scope,
+    no_jit_configs,
+    registration_url,
     runners_path,
     split_repository,
 )
@@ -140,15 +146,8 @@ class GitHubAppClient:
                     f"runner {runner_name!r} of {repository} was registered again meanwhile",
                     retryable=True,
                 )
-        if response.status_code == 404 and self.scope is Scope.ORG:
-            owner = split_repository(repository)[0]
-            raise GitHubError(
-                f"GitHub has no organization runners for {owner} (404): with "
-                f"{SCOPE_SETTING}=org the repository's owner must be an organization, the "
-                "App needs its self-hosted runners permission, and the runner group "
-                f"({GROUP_SETTING} or RUNS_FLEET_GITHUB_RUNNER_GROUP_ID) must exist there",
-                retryable=False,
-            )
+        if response.status_code == 404:
+            raise no_jit_configs(self.scope, self.api.base_url, repository)
         self._expect(response, "POST", path, 201)
         try:
             data = response.json()
@@ -185,18 +184,24 @@ class GitHubAppClient:
             self._groups.forget(owner)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def registration_token(self, repository: str) -> str:
+    async def registration_token(self, repository: str) -> RunnerRegistration:
         """A runner registration token for ``repository`` (valid one hour), in the
-        configured scope. Weaker than a JIT config: any job with matching labels may
-        take the runner it registers, so it is only for where JIT is unavailable."""
+        configured scope, with the web URL a runner registers at. Weaker than a JIT
+        config: any job with matching labels may take the runner it registers, so it
+        is only for where JIT is unavailable."""
         path = f"{runners_path(self.scope, repository)}/registration-token"
+        url = registration_url(self.scope, self.api.base_url, repository)
         await self.registrations.acquire()
         response = await self._call(repository, "POST", path)
         self._expect(response, "POST", path, 201)
         try:
-            return str(response.json()["token"])
+            token = response.json()["token"]
         except (ValueError, KeyError, TypeError):
             raise _unexpected("POST", path) from None
+        if not isinstance(token, str) or not token:
+            raise _unexpected("POST", path)
+        log.info("got a runner registration token for %s", url)
+        return RunnerRegistration(token=token, url=url)
 
     async def list_runners(self, repository: str) -> Sequence[GitHubRunner]:
         """Every runner registered in ``repository`` (all pages); in organization

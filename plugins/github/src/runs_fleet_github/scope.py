@@ -19,7 +19,7 @@ import asyncio
 import enum
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import attrs
 import httpx
@@ -28,6 +28,8 @@ from runs_fleet_core.errors import GitHubError
 
 SCOPE_SETTING = "RUNS_FLEET_RUNNER_SCOPE"
 GROUP_SETTING = "RUNS_FLEET_RUNNER_GROUP"
+REGISTRATION_SETTING = "RUNS_FLEET_RUNNER_REGISTRATION"
+GITHUB_API_URL = "https://api.github.com"
 DEFAULT_GROUP_ID = 1
 PER_PAGE = 100
 Call = Callable[..., Awaitable[httpx.Response]]
@@ -54,6 +56,60 @@ def runners_path(scope: Scope, repository: str) -> str:
     if scope is Scope.ORG:
         return f"/orgs/{quote(owner, safe='')}/actions/runners"
     return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}/actions/runners"
+
+
+def no_jit_configs(scope: Scope, api_url: str, repository: str) -> GitHubError:
+    """What a 404 on generate-jitconfig means for ``repository`` and what to do about
+    it. A GitHub Enterprise Server without JIT runner configs answers 404 too: the way
+    out there is registration tokens."""
+    fallback = (
+        "; if this GitHub has no just-in-time runner configs (an older GitHub Enterprise "
+        f"Server), set {REGISTRATION_SETTING}=token"
+    )
+    if scope is Scope.ORG:
+        owner = split_repository(repository)[0]
+        on_ghes = api_url.rstrip("/") != GITHUB_API_URL
+        return GitHubError(
+            f"GitHub has no organization runners for {owner} (404): with "
+            f"{SCOPE_SETTING}=org the repository's owner must be an organization, the "
+            "App needs its self-hosted runners permission, and the runner group "
+            f"({GROUP_SETTING} or RUNS_FLEET_GITHUB_RUNNER_GROUP_ID) must exist there"
+            + (fallback if on_ghes else ""),
+            retryable=False,
+        )
+    return GitHubError(
+        f"GitHub has no JIT runner configs for {repository} (404): the repository must "
+        "exist and the App be installed on it with the Administration permission (read "
+        "and write)" + fallback,
+        retryable=False,
+    )
+
+
+def web_url(api_url: str) -> str:
+    """The web address of the GitHub whose REST API is at ``api_url``: github.com for
+    ``https://api.github.com``, ``https://HOST`` for GitHub Enterprise Server's
+    ``https://HOST/api/v3``, ``https://SUBDOMAIN.ghe.com`` for ``api.SUBDOMAIN.ghe.com``,
+    and ``api_url`` itself for anything else (a simulator serves both at one address)."""
+    base = api_url.rstrip("/")
+    parts = urlsplit(base)
+    host = parts.hostname or ""
+    if base == GITHUB_API_URL:
+        return "https://github.com"
+    if parts.path.endswith("/api/v3"):
+        return base.removesuffix("/api/v3")
+    if host.startswith("api.") and host.endswith(".ghe.com"):
+        return base.replace("//api.", "//", 1)
+    return base
+
+
+def registration_url(scope: Scope, api_url: str, repository: str) -> str:
+    """Where a runner of ``repository`` registers with ``config.sh --url``: the
+    repository's web URL, or (organization scope) its organization's."""
+    owner, name = split_repository(repository)
+    site = web_url(api_url)
+    if scope is Scope.ORG:
+        return f"{site}/{quote(owner, safe='')}"
+    return f"{site}/{quote(owner, safe='')}/{quote(name, safe='')}"
 
 
 @attrs.frozen(kw_only=True)

@@ -2,7 +2,8 @@
 
 A runner pod mounts its one job's config at ``/etc/runs-fleet``: ``runner.json`` from a
 ConfigMap and ``secret.json`` from a Secret. The split exists so that the secret part
-(GitHub's JIT config and every secret setting) lives only in a Secret, whose access
+(GitHub's JIT config or registration token, and every secret setting) lives only in a
+Secret, whose access
 RBAC and encryption at rest can restrict, while the rest stays readable to whoever
 debugs a pod. This module is the one definition of that split: the orchestrator's
 config store writes through :func:`split` and reads through :func:`join`, the agent in
@@ -26,7 +27,8 @@ from runs_fleet_core.errors import RunsFleetError
 RUNNER_FILE = "runner.json"
 """The ConfigMap key (and mounted file) with the non-secret part."""
 SECRET_FILE = "secret.json"  # noqa: S105 (a file name, not a password)
-"""The Secret key (and mounted file) with the JIT config and the secret settings."""
+"""The Secret key (and mounted file) with the JIT config (or registration token) and
+the secret settings."""
 MOUNT_DIR = Path("/etc/runs-fleet")
 """Where a runner pod finds both files."""
 
@@ -46,12 +48,14 @@ class _RunnerFile:
     repository: str
     labels: tuple[str, ...] = ()
     settings: dict[str, str] = attrs.field(factory=dict)
+    registration_url: str | None = None
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class _SecretFile:
     jit_config: str
     settings: dict[str, str] = attrs.field(factory=dict)
+    registration_token: str | None = None
 
     def __repr__(self) -> str:
         return "_SecretFile(***)"
@@ -67,7 +71,8 @@ def is_secret_setting(key: str) -> bool:
 
 def split(config: RunnerConfig) -> tuple[dict[str, str], dict[str, str]]:
     """``config`` as ``(configmap data, secret string data)``: ``{RUNNER_FILE: json}``
-    without the JIT config and secret settings, and ``{SECRET_FILE: json}`` with them."""
+    without the JIT config, registration token and secret settings, and
+    ``{SECRET_FILE: json}`` with them."""
     public = {k: v for k, v in config.settings.items() if not is_secret_setting(k)}
     hidden = {k: v for k, v in config.settings.items() if is_secret_setting(k)}
     converter = make_config_converter()
@@ -77,8 +82,13 @@ def split(config: RunnerConfig) -> tuple[dict[str, str], dict[str, str]]:
         repository=config.repository,
         labels=config.labels,
         settings=public,
+        registration_url=config.registration_url,
     )
-    secret = _SecretFile(jit_config=config.jit_config, settings=hidden)
+    secret = _SecretFile(
+        jit_config=config.jit_config,
+        settings=hidden,
+        registration_token=config.registration_token,
+    )
     return {RUNNER_FILE: dumps(converter, runner)}, {SECRET_FILE: dumps(converter, secret)}
 
 
@@ -104,7 +114,8 @@ def join(
     except ValueError:  # the detail could quote the secret: say only what is expected
         raise ConfigFilesError(
             f"{SECRET_FILE} of {source} is malformed: expected a JSON object with a "
-            "string 'jit_config' and a 'settings' object of strings"
+            "string 'jit_config', a 'settings' object of strings and an optional string "
+            "'registration_token'"
         ) from None
     both = sorted(set(runner.settings) & set(secret.settings))
     if both:
@@ -119,6 +130,8 @@ def join(
         jit_config=secret.jit_config,
         labels=runner.labels,
         settings={**runner.settings, **secret.settings},
+        registration_token=secret.registration_token,
+        registration_url=runner.registration_url,
     )
 
 

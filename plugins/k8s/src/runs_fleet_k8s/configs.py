@@ -1,11 +1,12 @@
 """Runner configs as a Secret and a ConfigMap: the ConfigStore of Kubernetes mode.
 
-A runner pod mounts its one job's config at ``/etc/runs-fleet``. The JIT config and the
-secret settings go to a Secret (``<runner id>-config``), everything else to a ConfigMap
-(``<runner id>-settings``); :mod:`runs_fleet_k8s.config_files` defines the split. Both
-are labelled ``runs-fleet.io/component=runner-config`` with the job id and annotated
-with the runner id, which names may not carry unchanged (a pod name with upper-case
-letters is hashed into a valid object name).
+A runner pod mounts its one job's config at ``/etc/runs-fleet``. The JIT config (or the
+registration token) and the secret settings go to a Secret (``<runner id>-config``),
+everything else to a ConfigMap (``<runner id>-settings``);
+:mod:`runs_fleet_k8s.config_files` defines the split. Both are labelled
+``runs-fleet.io/component=runner-config`` with the job id and annotated with the runner
+id, which names may not carry unchanged (a pod name with upper-case letters is hashed
+into a valid object name).
 
 The Secret is written first and deleted last: a config is listed (by its Secret) from
 the moment any of it exists until all of it is gone, so housekeeping can always find
@@ -85,7 +86,8 @@ class SecretConfigStore:
         runner_id = check_runner_id(runner_id)
         public, hidden = config_files.split(config)
         encoded = {k: base64.b64encode(v.encode()).decode() for k, v in hidden.items()}
-        secrets = [config.jit_config, *hidden.values(), *encoded.values()]
+        secrets = [config.jit_config, config.registration_token or "", *hidden.values()]
+        secrets += encoded.values()
         secrets += [v for k, v in config.settings.items() if config_files.is_secret_setting(k)]
         secret_name = names.config_secret_name(runner_id)
         secret = {

@@ -71,6 +71,7 @@ def _runners(context: AdapterContext) -> LocalRunners:
         runner_dir=Path(runner_dir) if runner_dir else None,
         max_runners=int(settings.get("RUNS_FLEET_LOCAL_MAX_RUNNERS", 8)),
         max_runtime_s=settings.get("RUNS_FLEET_AGENT_MAX_RUNTIME_S"),
+        private_runner_dirs=settings.get("RUNS_FLEET_RUNNER_REGISTRATION") == "token",
     )
     root = state_dir(context)
     return LocalRunners(root, FileConfigStore(root / "runner-configs"), options, context.clock)

@@ -27,6 +27,7 @@ from runs_fleet_core.ports import Clock
 from runs_fleet_local import processes
 from runs_fleet_local.configs import FileConfigStore
 from runs_fleet_local.records import Kind, Phase, RecordStore, RunnerRecord
+from runs_fleet_local.runner_dirs import private_runner_dir
 
 T = TypeVar("T")
 _POLL_S = 0.05
@@ -42,7 +43,10 @@ class AgentOptions:
     an agent waits that long plus ``stop_margin_s`` before killing its whole session.
     ``max_runtime_s``: passed as ``--max-runtime`` when set. ``wait_for_config_s``: how
     long a warm-pool agent waits for a job before exiting (its runner then counts as
-    stopped). ``max_runners``: the cap on live agents on this host."""
+    stopped). ``max_runners``: the cap on live agents on this host.
+    ``private_runner_dirs``: give each agent a runner directory of its own made of
+    symlinks into ``runner_dir`` (:mod:`runs_fleet_local.runner_dirs`), for runners that
+    register themselves with a registration token."""
 
     runner_dir: Path | None
     max_runners: int = 8
@@ -53,6 +57,7 @@ class AgentOptions:
     python: str = sys.executable
     extra_env: Mapping[str, str] = attrs.field(factory=dict)
     retention: timedelta = timedelta(days=7)
+    private_runner_dirs: bool = False
 
 
 class LocalRunners:
@@ -130,7 +135,16 @@ class LocalRunners:
         assert options.runner_dir is not None
         work_dir = self.records.work_dir(record.runner_id)
         work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        env = processes.agent_environment(options.runner_dir, options.extra_env)
+        runner_dir = options.runner_dir
+        if options.private_runner_dirs:
+            try:
+                runner_dir = private_runner_dir(runner_dir, work_dir)
+            except OSError as exc:
+                raise ProviderError(
+                    f"cannot make the runner directory of {record.runner_id} from "
+                    f"{options.runner_dir}: {exc}"
+                ) from exc
+        env = processes.agent_environment(runner_dir, options.extra_env)
         try:
             child = processes.spawn(self._command(record), cwd=work_dir, env=env)
         except OSError as exc:

@@ -1,7 +1,9 @@
 """The simulator's own HTTP endpoints, under ``/_simulator/`` (not GitHub's API).
 
 Two groups: the *simulated runner protocol* that ``run.sh`` speaks (acquire a job,
-complete it, disconnect), authenticated by the secret inside the runner's JIT config;
+complete it, disconnect), authenticated by the secret inside the runner's JIT config
+(or the ``.runner`` file the simulated ``config.sh`` wrote after registering the runner
+with a registration token, :mod:`~runs_fleet_github_simulator.registrations`);
 and a *control API* through which a demo or a test in another process creates runner
 groups, queues jobs, presets results, loses runners, re-sends deliveries, injects
 faults and reads the call log and the re-runs. The control API is unauthenticated:
@@ -20,8 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runs_fleet_github_simulator.bodies import runner_json
 from runs_fleet_github_simulator.payloads import workflow_job_json
 from runs_fleet_github_simulator.records import ORGANIZATION, Delivery, Job, Runner
+from runs_fleet_github_simulator.registrations import register_with_token
 from runs_fleet_github_simulator.simulator import ApiError, GitHubSimulator
 
 PREFIX = "/_simulator"
@@ -99,6 +103,33 @@ async def disconnect(sim: GitHubSimulator, request: Request, body: dict[str, Any
     """Runner protocol: the runner stops without a job."""
     await sim.disconnect(_runner(sim, body))
     return Response(status_code=204)
+
+
+async def register_runner(sim: GitHubSimulator, request: Request, body: dict[str, Any]) -> Response:
+    """Runner protocol: ``config.sh`` registers an ephemeral runner with a registration
+    token (``{token, url, name, labels, ephemeral}``); 201 with the runner and the
+    ``config`` its ``run.sh`` runs with."""
+    token, url, name = body.get("token"), body.get("url"), body.get("name")
+    labels = body.get("labels", [])
+    if not all(isinstance(v, str) and v for v in (token, url, name)):
+        raise ApiError(400, "token, url and name (non-empty strings) are required")
+    if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+        raise ApiError(400, "labels must be a list of non-empty strings")
+    if body.get("ephemeral") is not True:
+        raise ApiError(422, "the simulator has only ephemeral runners: pass --ephemeral")
+    runner = register_with_token(sim, token=str(token), url=str(url), name=str(name), labels=labels)
+    answer = {"runner": runner_json(runner), "config": sim.runner_document(runner)}
+    return JSONResponse(answer, status_code=201)
+
+
+async def list_registrations(
+    sim: GitHubSimulator, request: Request, body: dict[str, Any]
+) -> Response:
+    """Control: every runner registered with a registration token, oldest first."""
+    fields = ("token", "url", "name", "labels", "runner_id", "at")
+    return JSONResponse(
+        [{name: getattr(r, name) for name in fields} for r in sim.token_registrations]
+    )
 
 
 async def lose_runner(sim: GitHubSimulator, request: Request, body: dict[str, Any]) -> Response:
@@ -259,6 +290,8 @@ def control_routes(sim: GitHubSimulator) -> list[Route]:
         ("POST", "/runners/acquire", acquire),
         ("POST", "/runners/complete", complete),
         ("POST", "/runners/disconnect", disconnect),
+        ("POST", "/runner-registrations", register_runner),
+        ("GET", "/runner-registrations", list_registrations),
         ("POST", "/runners/{runner_id:int}/lost", lose_runner),
         ("POST", "/repositories", add_repository),
         ("POST", "/runner-groups", add_runner_group),

@@ -185,11 +185,12 @@ class Directory:
         self.tokens[value] = token
         return token
 
-    def issue_registration_token(self, installation_id: int) -> Token:
-        """A runner registration token, valid for one hour."""
+    def issue_registration_token(self, installation_id: int, scope: str = "") -> Token:
+        """A runner registration token for ``scope`` (a repository ``owner/name`` or an
+        organization), valid for one hour."""
         alphabet = string.ascii_uppercase + string.digits
         value = "".join(secrets.choice(alphabet) for _ in range(29))
-        token = Token(value, installation_id, self.clock() + 3600)
+        token = Token(value, installation_id, self.clock() + 3600, scope)
         self.registration_tokens[value] = token
         return token
 

@@ -70,8 +70,8 @@ async def generate_org_jitconfig(ctx: Context) -> Response:
 
 async def org_registration_token(ctx: Context) -> Response:
     """``POST /orgs/{org}/actions/runners/registration-token``."""
-    _org(ctx)
-    token = ctx.sim.issue_registration_token(ctx.caller_installation.installation_id)
+    org = _org(ctx)
+    token = ctx.sim.issue_registration_token(ctx.caller_installation.installation_id, org)
     body = bodies.registration_token_json(token.value, token.expires_at)
     return JSONResponse(body, status_code=201)
 

@@ -66,11 +66,26 @@ class Repository:
 
 @dataclass
 class Token:
-    """An installation access token (or a runner registration token)."""
+    """An installation access token, or a runner registration token: ``scope`` is then
+    the repository (``owner/name``) or organization its runners may register in."""
 
     value: str
     installation_id: int
     expires_at: float
+    scope: str = ""
+
+
+@dataclass
+class TokenRegistration:
+    """A runner that ``config.sh`` registered with a registration token: the token,
+    the URL and the options it gave, the runner it became and when (the clock)."""
+
+    token: str
+    url: str
+    name: str
+    labels: list[str]
+    runner_id: int
+    at: float
 
 
 @dataclass
@@ -86,8 +101,9 @@ class RunnerGroup:
 
 @dataclass
 class Runner:
-    """A self-hosted runner registered through a JIT config. ``secret`` is what its
-    encoded JIT config carries to authenticate the simulated runner protocol. A
+    """A self-hosted runner registered through a JIT config (or by ``config.sh`` with a
+    registration token). ``secret`` is what its encoded JIT config (or ``.runner``
+    file) carries to authenticate the simulated runner protocol. A
     repository runner has ``repository``; an organization runner has ``org`` (and
     ``repository`` empty) and takes jobs of any repository of that organization."""
 

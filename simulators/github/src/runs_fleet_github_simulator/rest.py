@@ -182,8 +182,9 @@ async def delete_runner(ctx: Context) -> Response:
 
 async def registration_token(ctx: Context) -> Response:
     """``POST /repos/{owner}/{repo}/actions/runners/registration-token``."""
-    accessible_repo(ctx)
-    token = ctx.sim.issue_registration_token(ctx.caller_installation.installation_id)
+    repo = accessible_repo(ctx)
+    installation_id = ctx.caller_installation.installation_id
+    token = ctx.sim.issue_registration_token(installation_id, repo.full_name)
     body = bodies.registration_token_json(token.value, token.expires_at)
     return JSONResponse(body, status_code=201)
 

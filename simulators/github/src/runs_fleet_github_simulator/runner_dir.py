@@ -2,8 +2,10 @@
 actions runner when it talks to the simulator.
 
 The directory holds ``run.sh`` (the entry point runs-fleet calls as
-``run.sh --jitconfig <encoded>``) and ``sim_runner.py`` (a standard-library-only copy
-of :mod:`runs_fleet_github_simulator.runner_agent`), run by the Python that wrote it.
+``run.sh --jitconfig <encoded>``, or without arguments once ``config.sh`` registered the
+runner with a registration token), ``config.sh`` and ``sim_runner.py`` (a
+standard-library-only copy of :mod:`runs_fleet_github_simulator.runner_agent`), run by
+the Python that wrote it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ from pathlib import Path
 RUN_SH = """#!/bin/sh
 # A simulated GitHub Actions runner written by runs-fleet-github-simulator (not GitHub's).
 # Usage: run.sh --jitconfig <encoded JIT config from the simulator>
-exec {python} "$(dirname "$0")/sim_runner.py" --job-seconds {job_seconds} \\
-    --idle-timeout {idle_timeout} "$@"
+#        run.sh (after config.sh)
+exec {python} "$(dirname "$0")/sim_runner.py" --root "$(dirname "$0")" \\
+    --job-seconds {job_seconds} --idle-timeout {idle_timeout} "$@"
+"""
+
+CONFIG_SH = """#!/bin/sh
+# A simulated GitHub Actions runner written by runs-fleet-github-simulator (not GitHub's).
+# Usage: config.sh --url URL --name NAME [--labels A,B] --ephemeral
+#        (the registration token in ACTIONS_RUNNER_INPUT_TOKEN)
+exec {python} "$(dirname "$0")/sim_runner.py" configure --root "$(dirname "$0")" "$@"
 """
 
 
@@ -28,7 +38,8 @@ def write_runner_dir(
     idle_timeout_s: float = 600.0,
     python: str = sys.executable,
 ) -> Path:
-    """Write ``run.sh`` and ``sim_runner.py`` into ``directory`` (created if needed).
+    """Write ``run.sh``, ``config.sh`` and ``sim_runner.py`` into ``directory``
+    (created if needed).
 
     ``job_seconds``: how long a job "runs" unless the job presets its own duration.
     ``idle_timeout_s``: how long the runner waits for a job before giving up (exit 3).
@@ -47,4 +58,7 @@ def write_runner_dir(
         )
     )
     run_sh.chmod(0o755)
+    config_sh = target / "config.sh"
+    config_sh.write_text(CONFIG_SH.format(python=shlex.quote(python)))
+    config_sh.chmod(0o755)
     return run_sh

@@ -32,6 +32,7 @@ from runs_fleet_github_simulator.records import (
     Delivery,
     Job,
     Runner,
+    TokenRegistration,
 )
 from runs_fleet_github_simulator.runs import WorkflowRuns
 from runs_fleet_github_simulator.traffic import Traffic
@@ -84,6 +85,7 @@ class GitHubSimulator(Organizations, Traffic, WorkflowRuns, Deliveries):
         self.api_url = "http://127.0.0.1"
         self.sender = self.account("simulated-user", USER)
         self.runners: dict[int, Runner] = {}
+        self.token_registrations: list[TokenRegistration] = []
         self.jobs: dict[int, Job] = {}
         self.closed = False
         self._changed: asyncio.Condition | None = None
@@ -115,9 +117,14 @@ class GitHubSimulator(Organizations, Traffic, WorkflowRuns, Deliveries):
         return runner
 
     def encode_jit_config(self, runner: Runner) -> str:
-        """The runner's encoded JIT config: base64 of JSON with its id, name, labels,
-        repository, the simulator's URL and its secret (GitHub's is opaque)."""
-        document = {
+        """The runner's encoded JIT config: base64 of :meth:`runner_document`'s JSON
+        (GitHub's is opaque)."""
+        return base64.b64encode(json.dumps(self.runner_document(runner)).encode()).decode()
+
+    def runner_document(self, runner: Runner) -> dict[str, Any]:
+        """What a simulated runner needs to run: its id, name, labels, repository (or
+        organization), the simulator's URL and its secret."""
+        return {
             "runner_id": runner.runner_id,
             "runner_name": runner.name,
             "repository": runner.repository or runner.org,
@@ -125,7 +132,6 @@ class GitHubSimulator(Organizations, Traffic, WorkflowRuns, Deliveries):
             "url": self.api_url,
             "secret": runner.secret,
         }
-        return base64.b64encode(json.dumps(document).encode()).decode()
 
     def runners_of(self, repository: str) -> list[Runner]:
         """The runners registered in ``repository``, oldest first."""
