@@ -65,7 +65,7 @@ async def serve(
     own_stop = stop is None
     stop = stop or asyncio.Event()
     try:
-        sock = _listen(host, port)
+        sock = listen(host, port)
         await services.astart()
     except BaseException:
         await services.aclose()
@@ -146,7 +146,7 @@ async def work_only(services: Services, stop: asyncio.Event) -> WorkerReport:
                 await events
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` that says it is TCP.
 
     ``socket.create_server`` leaves the protocol 0, accepted connections inherit it, and

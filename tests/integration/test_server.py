@@ -39,7 +39,7 @@ from runs_fleet_core.testing.memory import MemoryProvider, MemoryQueue
 from runs_fleet_core.webhooks import parse_workflow_job, signature
 from runs_fleet_server.app import create_app
 from runs_fleet_server.bootstrap import Services, build_services
-from runs_fleet_server.serve import serve, work, work_only
+from runs_fleet_server.serve import listen, serve, work, work_only
 
 SECRET = "integration-webhook-secret"
 GITHUB = Path(__file__).parents[1] / "fixtures" / "github"
@@ -286,6 +286,26 @@ async def test_ping_is_answered_200(fixture: str) -> None:
     async with running() as server:
         response = await server.webhook((WEBHOOKS / fixture).read_bytes(), event="ping")
         assert response.status_code == 200 and response.json() == {"outcome": "pong"}
+
+
+async def test_connections_to_the_server_send_small_writes_at_once() -> None:
+    """uvicorn writes a response's headers and body apart; with Nagle's algorithm on,
+    the body waits for the client's delayed ACK of the headers (about 40 ms per response
+    on a kept-open connection). The server's listener must give its connections
+    TCP_NODELAY, which asyncio sets only on sockets that say they are TCP."""
+    listener = listen("127.0.0.1", 0)
+    nodelay: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        nodelay.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(accepted, sock=listener)
+    async with server:
+        _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+        assert await asyncio.wait_for(nodelay, 5) != 0
+        writer.close()
 
 
 async def test_other_events_actions_and_jobs_are_acknowledged_and_ignored() -> None:
