@@ -14,6 +14,7 @@ transport-level trouble and throttling are :mod:`runs_fleet_github.transport`'s.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,13 @@ from runs_fleet_core.ports.github import (
 from runs_fleet_github.auth import AppAuth
 from runs_fleet_github.budget import RateLedger, TokenBucket
 from runs_fleet_github.keys import load_app_key
-from runs_fleet_github.listing import ConditionalCache, page_key, queued_job, runner_of
+from runs_fleet_github.listing import (
+    ConditionalCache,
+    page_key,
+    queued_jobs,
+    runner_of,
+    unexpected,
+)
 from runs_fleet_github.scope import (
     GroupChoice,
     RunnerGroups,
@@ -54,17 +61,12 @@ DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_JIT_PER_MINUTE = 60.0
 PER_PAGE = 100
 MAX_PAGES = 10
-QUEUED_RUN_STATUSES = ("queued", "in_progress")
 
 
 def _repo_path(repository: str) -> str:
     """``/repos/owner/name`` for ``owner/name``; ``GitHubError`` for anything else."""
     owner, name = split_repository(repository)
     return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
-
-
-def _unexpected(method: str, path: str) -> GitHubError:
-    return GitHubError(f"GitHub {method} {path}: unexpected answer", retryable=True)
 
 
 class GitHubAppClient:
@@ -155,7 +157,7 @@ class GitHubAppClient:
                 runner_id=int(data["runner"]["id"]), encoded=str(data["encoded_jit_config"])
             )
         except (ValueError, KeyError, TypeError):
-            raise _unexpected("POST", path) from None
+            raise unexpected("POST", path) from None
         log.info("registered JIT runner %s (id %s) for %s", runner_name, jit.runner_id, repository)
         return jit
 
@@ -197,9 +199,9 @@ class GitHubAppClient:
         try:
             token = response.json()["token"]
         except (ValueError, KeyError, TypeError):
-            raise _unexpected("POST", path) from None
+            raise unexpected("POST", path) from None
         if not isinstance(token, str) or not token:
-            raise _unexpected("POST", path)
+            raise unexpected("POST", path)
         log.info("got a runner registration token for %s", url)
         return RunnerRegistration(token=token, url=url)
 
@@ -233,7 +235,7 @@ class GitHubAppClient:
                 run_attempt=int(data.get("run_attempt") or 1),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise _unexpected("GET", path) from None
+            raise unexpected("GET", path) from None
 
     async def list_queued_jobs(self, repository: str) -> Sequence[QueuedJob]:
         """The jobs GitHub holds queued in ``repository``: the queued jobs of its queued
@@ -241,25 +243,7 @@ class GitHubAppClient:
         runner is in progress). Every page is asked conditionally, so a repository
         where nothing changed costs no rate budget."""
         runs_path = f"{_repo_path(repository)}/actions/runs"
-        found: dict[JobId, QueuedJob] = {}
-        for status in QUEUED_RUN_STATUSES:
-            for run in await self._list(repository, runs_path, "workflow_runs", {"status": status}):
-                try:
-                    jobs_path = f"{runs_path}/{int(run['id'])}/jobs"
-                except (KeyError, TypeError, ValueError):
-                    raise _unexpected("GET", runs_path) from None
-                try:
-                    jobs = await self._list(repository, jobs_path, "jobs", {"filter": "latest"})
-                except NotFoundError:
-                    continue  # the run was deleted meanwhile
-                for item in jobs:
-                    try:
-                        job = queued_job(repository, item)
-                    except (KeyError, TypeError, ValueError, AttributeError):
-                        raise _unexpected("GET", jobs_path) from None
-                    if job is not None:
-                        found[job.job_id] = job
-        return [found[job_id] for job_id in sorted(found)]
+        return await queued_jobs(functools.partial(self._list, repository), repository, runs_path)
 
     async def rerun_job(self, repository: str, job_id: JobId) -> None:
         """Re-run finished job ``job_id`` (GitHub queues it anew under a new id);
@@ -354,7 +338,7 @@ class GitHubAppClient:
         try:
             return [runner_of(item) for item in items]
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise _unexpected("GET", path) from None
+            raise unexpected("GET", path) from None
 
     async def _list(
         self,
@@ -384,12 +368,12 @@ class GitHubAppClient:
                 try:
                     data = response.json()
                 except ValueError:
-                    raise _unexpected("GET", path) from None
+                    raise unexpected("GET", path) from None
                 self.pages.keep(cache_key, response, data)
             try:
                 batch, total = list(data[key]), int(data["total_count"])
             except (KeyError, TypeError, ValueError):
-                raise _unexpected("GET", path) from None
+                raise unexpected("GET", path) from None
             found += batch
             if not batch or len(found) >= total:
                 break

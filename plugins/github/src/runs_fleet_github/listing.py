@@ -11,17 +11,26 @@ mostly is, costs nothing from the budget.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from runs_fleet_core.domain.ids import JobId
+from runs_fleet_core.errors import GitHubError, NotFoundError
 from runs_fleet_core.ports.github import GitHubRunner, QueuedJob
 
 DEFAULT_CACHED_PAGES = 1024
+QUEUED_RUN_STATUSES = ("queued", "in_progress")
 Key = tuple[str, tuple[tuple[str, str], ...]]
+ListPages = Callable[[str, str, Mapping[str, str | int]], Awaitable[list[Any]]]
+"""``(path, key, query)`` → the items under ``key`` of every page of a list."""
+
+
+def unexpected(method: str, path: str) -> GitHubError:
+    """The error for an answer that is not shaped as GitHub documents it."""
+    return GitHubError(f"GitHub {method} {path}: unexpected answer", retryable=True)
 
 
 def page_key(path: str, params: Mapping[str, str | int]) -> Key:
@@ -95,3 +104,27 @@ def queued_job(repository: str, data: Any) -> QueuedJob | None:
         labels=tuple(str(label) for label in data.get("labels", [])),
         created_at=parse_time(data.get("created_at")),
     )
+
+
+async def queued_jobs(list_pages: ListPages, repository: str, runs_path: str) -> list[QueuedJob]:
+    """The queued jobs of ``repository``'s queued and in-progress workflow runs (listed
+    at ``runs_path``), by job id; a run deleted meanwhile is skipped."""
+    found: dict[JobId, QueuedJob] = {}
+    for status in QUEUED_RUN_STATUSES:
+        for run in await list_pages(runs_path, "workflow_runs", {"status": status}):
+            try:
+                jobs_path = f"{runs_path}/{int(run['id'])}/jobs"
+            except (KeyError, TypeError, ValueError):
+                raise unexpected("GET", runs_path) from None
+            try:
+                jobs = await list_pages(jobs_path, "jobs", {"filter": "latest"})
+            except NotFoundError:
+                continue
+            for item in jobs:
+                try:
+                    job = queued_job(repository, item)
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    raise unexpected("GET", jobs_path) from None
+                if job is not None:
+                    found[job.job_id] = job
+    return [found[job_id] for job_id in sorted(found)]
