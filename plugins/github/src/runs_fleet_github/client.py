@@ -39,8 +39,8 @@ from runs_fleet_github.budget import RateLedger, TokenBucket
 from runs_fleet_github.keys import load_app_key
 from runs_fleet_github.listing import (
     ConditionalCache,
-    page_key,
     queued_jobs,
+    read_pages,
     runner_of,
     unexpected,
 )
@@ -53,14 +53,12 @@ from runs_fleet_github.scope import (
     runners_path,
     split_repository,
 )
-from runs_fleet_github.transport import Api, RetryPolicy, Sleep, github_message
+from runs_fleet_github.transport import Api, RetryPolicy, Sleep, expect_status, github_message
 
 log = logging.getLogger("runs_fleet_github")
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_JIT_PER_MINUTE = 60.0
-PER_PAGE = 100
-MAX_PAGES = 10
 
 
 def _repo_path(repository: str) -> str:
@@ -150,7 +148,7 @@ class GitHubAppClient:
                 )
         if response.status_code == 404:
             raise no_jit_configs(self.scope, self.api.base_url, repository)
-        self._expect(response, "POST", path, 201)
+        expect_status(response, "POST", path, 201)
         try:
             data = response.json()
             jit = JitConfig(
@@ -195,7 +193,7 @@ class GitHubAppClient:
         url = registration_url(self.scope, self.api.base_url, repository)
         await self.registrations.acquire()
         response = await self._call(repository, "POST", path)
-        self._expect(response, "POST", path, 201)
+        expect_status(response, "POST", path, 201)
         try:
             token = response.json()["token"]
         except (ValueError, KeyError, TypeError):
@@ -216,7 +214,7 @@ class GitHubAppClient:
         response = await self._call(repository, "DELETE", path)
         if response.status_code == 404:
             return
-        self._expect(response, "DELETE", path, 204)
+        expect_status(response, "DELETE", path, 204)
 
     async def get_job(self, repository: str, job_id: JobId) -> JobStatusReport:
         """GitHub's view of job ``job_id``; ``NotFoundError`` if it has none."""
@@ -224,7 +222,7 @@ class GitHubAppClient:
         response = await self._call(repository, "GET", path)
         if response.status_code == 404:
             raise NotFoundError(f"GitHub has no job {job_id} in {repository}")
-        self._expect(response, "GET", path, 200)
+        expect_status(response, "GET", path, 200)
         try:
             data = response.json()
             return JobStatusReport(
@@ -259,7 +257,7 @@ class GitHubAppClient:
                 "needs the Actions permission (read and write)",
                 retryable=False,
             )
-        self._expect(response, "POST", path, 201)
+        expect_status(response, "POST", path, 201)
         log.info("asked GitHub to re-run job %s of %s", job_id, repository)
 
     async def access_problems(self, repositories: Sequence[str]) -> list[str]:
@@ -322,15 +320,6 @@ class GitHubAppClient:
         self.ledger.note(owner, response.headers)
         return response
 
-    def _expect(self, response: httpx.Response, method: str, path: str, status: int) -> None:
-        """Raise the right ``GitHubError`` unless ``response`` has ``status``."""
-        if response.status_code == status:
-            return
-        raise GitHubError(
-            f"GitHub {method} {path} answered {github_message(response)}",
-            retryable=response.status_code in (408, 425) or response.status_code >= 500,
-        )
-
     async def _runners(self, repository: str, name: str | None = None) -> list[GitHubRunner]:
         path = runners_path(self.scope, repository)
         query = {"name": name} if name is not None else {}
@@ -341,43 +330,15 @@ class GitHubAppClient:
             raise unexpected("GET", path) from None
 
     async def _list(
-        self,
-        repository: str,
-        path: str,
-        key: str,
-        query: Mapping[str, str | int],
-        *,
-        max_pages: int = MAX_PAGES,
+        self, repository: str, path: str, key: str, query: Mapping[str, str | int]
     ) -> list[Any]:
-        """The items under ``key`` of every page of the list at ``path`` (up to
-        ``max_pages``), each page asked conditionally: a 304 reuses the page kept
-        from before, at no cost to the rate budget; ``NotFoundError`` on a 404."""
-        found: list[Any] = []
-        for page in range(1, max_pages + 1):
-            params: dict[str, str | int] = {**query, "per_page": PER_PAGE, "page": page}
-            cache_key = page_key(path, params)
-            response = await self._call(
-                repository, "GET", path, params=params,
-                headers=self.pages.request_headers(cache_key),
-            )  # fmt: skip
-            if response.status_code == 404:
-                raise NotFoundError(f"GitHub has no {path} ({github_message(response)})")
-            data = self.pages.unchanged(cache_key, response)
-            if data is None:
-                self._expect(response, "GET", path, 200)
-                try:
-                    data = response.json()
-                except ValueError:
-                    raise unexpected("GET", path) from None
-                self.pages.keep(cache_key, response, data)
-            try:
-                batch, total = list(data[key]), int(data["total_count"])
-            except (KeyError, TypeError, ValueError):
-                raise unexpected("GET", path) from None
-            found += batch
-            if not batch or len(found) >= total:
-                break
-        return found
+        """Every page of the list at ``path`` about ``repository``, asked conditionally
+        (:func:`runs_fleet_github.listing.read_pages`)."""
+
+        async def get(params: dict[str, str | int], headers: dict[str, str]) -> httpx.Response:
+            return await self._call(repository, "GET", path, params=params, headers=headers)
+
+        return await read_pages(get, self.pages, path, key, query)
 
     async def _replace_idle(self, repository: str, runner_name: str) -> None:
         """Delete the idle runner(s) named ``runner_name``; ``GitHubError`` if busy."""
@@ -400,4 +361,4 @@ class GitHubAppClient:
                     retryable=False,
                 )
             if response.status_code != 404:
-                self._expect(response, "DELETE", path, 204)
+                expect_status(response, "DELETE", path, 204)

@@ -20,10 +20,15 @@ import httpx
 from runs_fleet_core.domain.ids import JobId
 from runs_fleet_core.errors import GitHubError, NotFoundError
 from runs_fleet_core.ports.github import GitHubRunner, QueuedJob
+from runs_fleet_github.transport import expect_status, github_message
 
 DEFAULT_CACHED_PAGES = 1024
+PER_PAGE = 100
+MAX_PAGES = 10
 QUEUED_RUN_STATUSES = ("queued", "in_progress")
 Key = tuple[str, tuple[tuple[str, str], ...]]
+GetPage = Callable[[dict[str, str | int], dict[str, str]], Awaitable[httpx.Response]]
+"""``(query, headers)`` → GitHub's answer to one GET of a list page."""
 ListPages = Callable[[str, str, Mapping[str, str | int]], Awaitable[list[Any]]]
 """``(path, key, query)`` → the items under ``key`` of every page of a list."""
 
@@ -71,6 +76,43 @@ class ConditionalCache:
         self._pages.move_to_end(key)
         while len(self._pages) > self._limit:
             self._pages.popitem(last=False)
+
+
+async def read_pages(
+    get: GetPage,
+    cache: ConditionalCache,
+    path: str,
+    key: str,
+    query: Mapping[str, str | int],
+    *,
+    max_pages: int = MAX_PAGES,
+) -> list[Any]:
+    """The items under ``key`` of every page of the list at ``path`` (up to
+    ``max_pages``), each page asked conditionally: a 304 reuses the page kept from
+    before, at no cost to the rate budget; ``NotFoundError`` on a 404."""
+    found: list[Any] = []
+    for page in range(1, max_pages + 1):
+        params: dict[str, str | int] = {**query, "per_page": PER_PAGE, "page": page}
+        cache_key = page_key(path, params)
+        response = await get(params, cache.request_headers(cache_key))
+        if response.status_code == 404:
+            raise NotFoundError(f"GitHub has no {path} ({github_message(response)})")
+        data = cache.unchanged(cache_key, response)
+        if data is None:
+            expect_status(response, "GET", path, 200)
+            try:
+                data = response.json()
+            except ValueError:
+                raise unexpected("GET", path) from None
+            cache.keep(cache_key, response, data)
+        try:
+            batch, total = list(data[key]), int(data["total_count"])
+        except (KeyError, TypeError, ValueError):
+            raise unexpected("GET", path) from None
+        found += batch
+        if not batch or len(found) >= total:
+            break
+    return found
 
 
 def parse_time(value: Any) -> datetime | None:

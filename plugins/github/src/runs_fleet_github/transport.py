@@ -82,6 +82,17 @@ def github_message(response: httpx.Response) -> str:
     return f"{response.status_code} {text}".strip()
 
 
+def expect_status(response: httpx.Response, method: str, path: str, status: int) -> None:
+    """Raise the right ``GitHubError`` unless ``response`` has ``status``: retryable for
+    a timeout or a server error, final for anything else."""
+    if response.status_code == status:
+        return
+    raise GitHubError(
+        f"GitHub {method} {path} answered {github_message(response)}",
+        retryable=response.status_code in (408, 425) or response.status_code >= 500,
+    )
+
+
 class Api:
     """GitHub's REST API at ``base_url`` over one ``httpx.AsyncClient``."""
 
