@@ -71,6 +71,7 @@ class Discovery:
         asked: list[str] = []
         found: list[int] = []
         for repository in await self._due(now):
+            self._asked[repository.lower()] = now
             try:
                 queued = await self.github.list_queued_jobs(repository)
             except NotFoundError:
@@ -80,8 +81,6 @@ class Discovery:
                 self.metrics.increment("discovery_errors")
                 _log.warning("cannot list the queued jobs of %s: %s", repository, exc)
                 continue
-            finally:
-                self._asked[repository.lower()] = now
             asked.append(repository)
             for job in queued:
                 if await self._unheard_of(job, now) and await self._take(job):
