@@ -35,9 +35,13 @@ def _install_project(session: nox.Session, *groups: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite: unit, contract and integration tests."""
+    """The whole test suite: unit, contract and integration tests.
+
+    Three pytest workers, each taking whole files (their module-scoped servers stay
+    per worker): most of the suite waits on servers and subprocesses, not on the CPU.
+    ``nox -s tests -- -n 0`` runs it in one process."""
     _install_project(session, "test")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "--numprocesses=3", "--dist=loadfile", *session.posargs)
 
 
 @nox.session
