@@ -38,9 +38,11 @@ def replica_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def completion_for(adapters: Adapters, *, rerun_lost_jobs: int = 0) -> Completion:
-    """Completion wired to ``adapters`` (``rerun_lost_jobs``: see the setting
-    ``RUNS_FLEET_RERUN_LOST_JOBS``)."""
+def completion_for(
+    adapters: Adapters, *, rerun_lost_jobs: int = 0, max_attempts: int = 3
+) -> Completion:
+    """Completion wired to ``adapters`` (``rerun_lost_jobs`` and ``max_attempts``: see
+    the settings ``RUNS_FLEET_RERUN_LOST_JOBS`` and ``RUNS_FLEET_MAX_ATTEMPTS``)."""
     return Completion(
         state=adapters.state,
         configs=adapters.configs,
@@ -49,6 +51,7 @@ def completion_for(adapters: Adapters, *, rerun_lost_jobs: int = 0) -> Completio
         metrics=adapters.metrics,
         github=adapters.github,
         rerun_lost_jobs=rerun_lost_jobs,
+        max_attempts=max_attempts,
     )
 
 

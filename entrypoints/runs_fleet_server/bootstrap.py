@@ -214,7 +214,11 @@ def build_services(env: Mapping[str, str]) -> Services:
         fallback_url=base_url(*listen),
         report_queue_url=settings.get("RUNS_FLEET_TERMINATION_QUEUE_URL") or None,
     )
-    completion = completion_for(adapters, rerun_lost_jobs=settings["RUNS_FLEET_RERUN_LOST_JOBS"])
+    completion = completion_for(
+        adapters,
+        rerun_lost_jobs=settings["RUNS_FLEET_RERUN_LOST_JOBS"],
+        max_attempts=settings["RUNS_FLEET_MAX_ATTEMPTS"],
+    )
     return Services(
         settings=settings,
         adapters=adapters,

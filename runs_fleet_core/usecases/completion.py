@@ -26,7 +26,7 @@ import attrs
 from runs_fleet_core.domain.ids import JobId, RunnerId, runner_name_for
 from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.domain.messages import AgentEvent, AgentReport, JobMessage, WorkflowJobEvent
-from runs_fleet_core.errors import AdapterError, ConflictError
+from runs_fleet_core.errors import AdapterError, ConflictError, NotFoundError
 from runs_fleet_core.ports import Clock, ConfigStore, GitHub, Metrics, Queue, StateStore
 
 _log = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ class Completion:
     max_conflicts: int = 5
     github: GitHub | None = None
     rerun_lost_jobs: int = 0
+    max_attempts: int = 3
+    """Runners a job may get (see ``RUNS_FLEET_MAX_ATTEMPTS``) when each one breaks
+    before taking it."""
 
     async def job_started(self, event: WorkflowJobEvent) -> CompletionOutcome:
         """Handle ``in_progress``: the job runs on ``event.runner_name``, which is
@@ -145,8 +148,9 @@ class Completion:
 
         GitHub's ``completed`` webhook is what ends a job that ran: the runner's exit
         code says nothing reliable about the job's result. So a ``finished`` or
-        ``failed`` report never ends a job that started; a ``failed`` report ends a job
-        that never started (the runner broke before taking it) as ``failed``.
+        ``failed`` report never ends a job that started; a ``failed`` report for a job
+        that never started (the runner broke before taking it) gets the job a fresh
+        runner (see :meth:`_runner_broke`).
         """
         if report.event is AgentEvent.STARTED:
             return await self._move(
@@ -163,11 +167,7 @@ class Completion:
         self.metrics.increment("agent_exits", labels={"event": report.event.value})
         if report.event is AgentEvent.FAILED and job.entered(JobStatus.RUNNING) is None:
             detail = report.detail or f"exit code {report.exit_code}"
-            return await self._move(
-                report.job_id,
-                JobStatus.FAILED,
-                reason=f"runner failed before the job ran: {detail}",
-            )
+            return await self._runner_broke(job, report.runner_name, detail)
         mine = report.runner_name == job.runner_name
         if mine and not job.final and report.exit_code is not None and job.runner_exit is None:
             await self._note_exit(job, report.exit_code)
@@ -233,6 +233,45 @@ class Completion:
         queued, entered = job.entered(JobStatus.QUEUED), job.entered(job.status)
         if job.status is JobStatus.RUNNING and queued and entered:
             self.metrics.observe("job_start_seconds", (entered - queued).total_seconds())
+
+    async def _runner_broke(self, job: Job, runner_name: str, detail: str) -> CompletionOutcome:
+        """The runner launched for ``job`` exited before taking it, so it never will.
+
+        Failing the job here would leave it queued at GitHub with nothing to run it (a
+        job "waiting for a runner" forever), so GitHub decides: a job it still has
+        queued (or that it cannot be asked about) is dispatched again as its next
+        attempt, with a fresh runner, until ``max_attempts`` runners broke; then it
+        fails, naming the cause. A job GitHub gave to some runner meanwhile (its
+        ``in_progress`` webhook is late or lost) is left to its webhooks and healing.
+        A report from the runner of an earlier attempt changes nothing.
+        """
+        if job.final or runner_name != job.runner_name:
+            return CompletionOutcome.UNCHANGED
+        gone = False  # the job (or its run) was deleted: it needs no runner any more
+        if self.github is not None:
+            try:
+                seen = await self.github.get_job(job.repository, job.job_id)
+            except AdapterError as exc:
+                _log.warning("job %s: GitHub's view of it is unavailable: %s", job.job_id, exc)
+            except NotFoundError:
+                gone = True
+            else:
+                if seen.status != "queued":
+                    return CompletionOutcome.UNCHANGED
+        why = f"runner failed before the job ran: {detail}"
+        if gone or job.spec is None or job.attempt >= self.max_attempts:
+            tried = "" if gone else f" ({job.attempt} runner(s) tried)"
+            return await self._move(job.job_id, JobStatus.FAILED, reason=why + tried)
+        await self._clean_up(job)
+        spec = job.spec.for_job(job.job_id, job.repository, job.attempt + 1)
+        now = self.clock.now()
+        again = job.next_attempt(
+            spec, status=JobStatus.REQUEUED, at=now, reason=f"{why}; dispatched again"
+        )
+        stored = await self.state.put_job(again, expect_version=job.version)
+        await self.queue.send(JobMessage.for_job(stored, enqueued_at=now))
+        self.metrics.increment("jobs_requeued")
+        return CompletionOutcome.REQUEUED
 
     async def _requeue(self, job_id: JobId, why: str) -> CompletionOutcome:
         """Requeue an interrupted job once, on-demand, keeping its labels and spec."""

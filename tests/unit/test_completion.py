@@ -148,20 +148,57 @@ async def test_the_runners_exit_code_does_not_decide_a_started_jobs_result(world
     assert job.reason == "conclusion: failure"
 
 
-async def test_a_runner_that_breaks_before_its_job_starts_fails_the_job(world: World) -> None:
-    await _launched(world)
-    broken = AgentReport(
+def _broken(runner_name: str = NAME) -> AgentReport:
+    return AgentReport(
         job_id=JOB,
-        runner_name=NAME,
+        runner_name=runner_name,
         event=AgentEvent.FAILED,
         at=datetime(2026, 1, 5, tzinfo=UTC),
         exit_code=127,
         detail="run.sh not found",
     )
-    assert await world.completion().agent_reported(broken) is CompletionOutcome.UPDATED
+
+
+async def test_a_runner_that_breaks_before_its_job_starts_gets_the_job_a_fresh_runner(
+    world: World,
+) -> None:
+    await _launched(world)
+    world.github.jobs[JOB] = JobStatusReport(job_id=JOB, status="queued")
+    assert await world.completion().agent_reported(_broken()) is CompletionOutcome.REQUEUED
+    job = await world.state.get_job(JOB)
+    assert job is not None and (job.status, job.attempt) == (JobStatus.REQUEUED, 2)
+    assert job.reason == "runner failed before the job ran: run.sh not found; dispatched again"
+    (delivery,) = await world.queue.receive(10, 0)
+    assert (delivery.message.job_id, delivery.message.attempt) == (JOB, 2)
+    assert await world.configs.get(RunnerId(NAME)) is None
+
+
+async def test_a_job_whose_runners_keep_breaking_fails_after_max_attempts(world: World) -> None:
+    await _launched(world)
+    world.github.jobs[JOB] = JobStatusReport(job_id=JOB, status="queued")
+    completion = attrs.evolve(world.completion(), max_attempts=1)
+    assert await completion.agent_reported(_broken()) is CompletionOutcome.UPDATED
     job = await world.state.get_job(JOB)
     assert job is not None and job.status is JobStatus.FAILED
-    assert job.reason == "runner failed before the job ran: run.sh not found"
+    assert job.reason == "runner failed before the job ran: run.sh not found (1 runner(s) tried)"
+
+
+async def test_a_broken_runner_changes_nothing_once_github_gave_the_job_out(
+    world: World,
+) -> None:
+    await _launched(world)
+    world.github.jobs[JOB] = JobStatusReport(job_id=JOB, status="in_progress", runner_name=NAME)
+    assert await world.completion().agent_reported(_broken()) is CompletionOutcome.UNCHANGED
+    job = await world.state.get_job(JOB)
+    assert job is not None and (job.status, job.attempt) == (JobStatus.LAUNCHING, 1)
+    assert await world.queue.receive(10, 0) == []
+
+
+async def test_a_broken_runner_of_an_earlier_attempt_changes_nothing(world: World) -> None:
+    await _launched(world)
+    world.github.jobs[JOB] = JobStatusReport(job_id=JOB, status="queued")
+    stale = _broken(runner_name_for(JOB, 7))
+    assert await world.completion().agent_reported(stale) is CompletionOutcome.UNCHANGED
 
 
 async def _lost_and_failed(world: World, *, rerun: int, run_attempt: int = 1) -> CompletionOutcome:

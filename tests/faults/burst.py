@@ -1,0 +1,233 @@
+"""One burst of the fault matrix: a mode's deployment under every fault at once, then
+the counts of what the invariants forbid (see :mod:`tests.faults.harness`)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from runs_fleet_cli.demo.processes import http_json
+from tests.e2e.local_stack import JIT_PATH
+from tests.faults.harness import (
+    REPLICAS,
+    FaultLog,
+    FaultSchedule,
+    Replica,
+    WebhookRelay,
+    http_get_json,
+    wait_until,
+)
+from tests.faults.modes import Deployment
+from tests.faults.proxy import FaultProxy, LoopThread
+
+JOBS = 200
+JOB_SECONDS = 0.3
+SERVE = ["-m", "runs_fleet_cli", "serve", "--scheduler"]
+COLUMNS = (
+    "jobs lost",
+    "jobs with two runners",
+    "runners with two jobs",
+    "messages looping",
+    "busy runners stopped",
+    "orphans after housekeeping",
+)
+
+
+@attrs.define
+class Outcome:
+    """One mode's row of the table, and what explains it."""
+
+    mode: str
+    jobs: int
+    counts: dict[str, int]
+    faults: FaultLog
+    deliveries: Counter[str]
+    details: dict[str, Any] = attrs.field(factory=dict)
+
+    def row(self) -> str:
+        cells = " | ".join(f"{self.counts[c]:>{len(c)}}" for c in COLUMNS)
+        return f"| {self.mode:<5} | {self.jobs:>4} | {cells} |"
+
+
+def table(outcomes: list[Outcome]) -> str:
+    header = "| mode  | jobs | " + " | ".join(COLUMNS) + " |"
+    rule = "|" + "|".join("-" * (len(cell) + 2) for cell in header.split("|")[1:-1]) + "|"
+    lines = [header, rule, *(o.row() for o in outcomes)]
+    for o in outcomes:
+        kills = sum(o.faults.kills.values())
+        lines.append(
+            f"{o.mode}: {kills} replica kills after dispatch steps {dict(o.faults.kills)}, "
+            f"steps not reached in time {dict(o.faults.missed_steps) or 0}, "
+            f"outages {dict(o.faults.outages)}, Valkey restarts {o.faults.valkey_restarts}, "
+            f"GitHub errors injected {o.faults.github_errors}, webhook copies sent "
+            f"{sum(o.deliveries.values())} {dict(o.deliveries)}"
+        )
+    return "\n".join(lines)
+
+
+class Burst:
+    """Set up ``deployment`` with three replicas behind fault proxies, queue ``jobs``
+    jobs while the faults run, then count."""
+
+    def __init__(self, deployment: Deployment, workdir: Path, seed: int, jobs: int = JOBS):
+        self.deployment = deployment
+        self.stack = deployment.stack
+        self.workdir = workdir
+        self.jobs = jobs
+        self.rng = random.Random(seed)
+        self.loop = LoopThread()
+        self.replicas = [Replica(i, workdir, SERVE) for i in range(REPLICAS)]
+        self.relay = WebhookRelay(self.replicas, random.Random(seed + 1))
+        self.proxies: dict[str, list[FaultProxy]] = {}
+        self._runs = 0
+
+    def start(self) -> None:
+        if self.stack.valkey is not None:
+            self.stack.valkey.start()
+        self.deployment.setup()
+        self.stack.api = self.relay.url.removesuffix("/webhook")
+        self.stack.start_simulator(job_seconds=JOB_SECONDS)
+        for name, port in self.deployment.backends().items():
+            self.proxies[name] = [
+                FaultProxy(self.loop, lambda port=port: port, f"{name}-{i}")
+                for i in range(REPLICAS)
+            ]
+        for replica in self.replicas:
+            ports = {name: proxies[replica.index].port for name, proxies in self.proxies.items()}
+            replica.env = self.deployment.replica_env(replica.index, ports, replica.url)
+        for replica in self.replicas:
+            replica.start()
+        self.deployment.start_runners()
+
+    def close(self) -> None:
+        self.deployment.stop_runners()
+        for replica in self.replicas:
+            replica.stop()
+        self.relay.close()
+        for proxies in self.proxies.values():
+            for proxy in proxies:
+                with contextlib.suppress(Exception):
+                    proxy.close()
+        self.loop.close()
+        self.stack.close()
+
+    def _github_fault(self) -> int:
+        """GitHub errors for a while: server errors, then a secondary rate limit."""
+        self.stack.inject_fault(JIT_PATH, status=502, count=3)
+        self.stack.inject_fault(JIT_PATH, status=403, count=2, retry_after=1)
+        return 5
+
+    def run(self) -> Outcome:
+        schedule = FaultSchedule(
+            replicas=self.replicas,
+            proxies=self.proxies,
+            steps=self.deployment.steps,
+            rng=self.rng,
+            restart_valkey=self.deployment.restart_valkey if self.stack.valkey else None,
+            github_fault=self._github_fault,
+        )
+        schedule.start()
+        queued = [self._queue() for _ in range(self.jobs)]
+        wait_until(lambda: not any(t.is_alive() for t in schedule.threads), 60)
+        schedule.stop()
+        for replica in self.replicas:
+            if not replica.alive:
+                replica.start()
+        wait_until(lambda: self._unfinished(queued) == 0, 120, poll_s=1)
+        wait_until(lambda: sum(self.deployment.orphans().values()) == 0, 40, poll_s=1)
+        return self._count(queued, schedule.log)
+
+    def _queue(self) -> int:
+        """One job, of a run of its own: jobs of one run with equal labels may swap
+        runners at GitHub, which would blur whose runner served whom."""
+        self._runs += 1
+        run_id = 50_000 + self._runs
+        job_id, _ = self.stack.queue_job(labels=[f"runs-fleet={run_id}/cpu=2"], run_id=run_id)
+        time.sleep(self.rng.uniform(0.0, 0.06))
+        return job_id
+
+    def _github_jobs(self) -> dict[int, dict[str, Any]]:
+        jobs = http_get_json(f"{self.stack.simulator}/_simulator/jobs")
+        return {int(job["id"]): job for job in jobs}
+
+    def _unfinished(self, queued: list[int]) -> int:
+        jobs = self._github_jobs()
+        return sum(1 for job_id in queued if jobs[job_id]["status"] != "completed")
+
+    def _records(self) -> list[dict[str, Any]]:
+        replica = next(r for r in self.replicas if r.alive)
+        records: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            query = "limit=200" + (f"&cursor={cursor}" if cursor else "")
+            page = http_json("GET", f"{replica.url}/api/jobs?{query}")
+            records += page["jobs"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return records
+
+    def _count(self, queued: list[int], log: FaultLog) -> Outcome:
+        github = self._github_jobs()
+        lost = [j for j in queued if github[j]["status"] != "completed"]
+        machines = self.deployment.machines_per_runner()
+        doubled = sorted({int(name.split("-")[2]) for name, count in machines.items() if count > 1})
+        served: Counter[str] = Counter(
+            str(job["runner_name"]) for job in github.values() if job.get("runner_name")
+        )
+        records = self._records()
+        bound: Counter[str] = Counter(str(r["runner_id"]) for r in records if r.get("runner_id"))
+        two_jobs = {n for n, c in served.items() if c > 1} | {n for n, c in bound.items() if c > 1}
+        unsettled = [r["job_id"] for r in records if r["status"] not in _FINAL]
+        orphans = self.deployment.orphans()
+        counts = {
+            "jobs lost": len(lost),
+            "jobs with two runners": len(doubled),
+            "runners with two jobs": len(two_jobs),
+            "messages looping": len(unsettled) + self._queue_left(),
+            "busy runners stopped": self.deployment.busy_stopped(),
+            "orphans after housekeeping": sum(orphans.values()),
+        }
+        by_id = {int(r["job_id"]): r for r in records}
+        details = {
+            "lost": {j: (github[j]["status"], by_id.get(j, {}).get("status")) for j in lost[:20]},
+            "doubled": {n: c for n, c in machines.items() if c > 1},
+            "two jobs": sorted(two_jobs)[:20],
+            "unsettled": unsettled[:20],
+            "orphans": orphans,
+        }
+        return Outcome(self.deployment.mode, len(queued), counts, log, self.relay.outcomes, details)
+
+    def _queue_left(self) -> int:
+        """Messages still queued, in flight or dead-lettered, from a replica's metrics."""
+        replica = next(r for r in self.replicas if r.alive)
+        text = _text(f"{replica.url}/metrics")
+        left = 0
+        for name in ("runs_fleet_queue_depth", "runs_fleet_queue_dead_letters"):
+            for line in text.splitlines():
+                if line.startswith((name + " ", name + "{")):
+                    left += int(float(line.rsplit(" ", 1)[1]))
+        return left
+
+    def describe(self) -> str:
+        return "\n".join(r.describe() for r in self.replicas)
+
+
+_FINAL = frozenset({"completed", "failed", "rejected", "cancelled"})
+
+
+def _text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def summary(details: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in details.items() if v)
