@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from runs_fleet_cli import dead_letters as dead_letters_command
 from runs_fleet_cli import jobs as jobs_command
 from runs_fleet_cli import pools as pools_command
 from runs_fleet_core import __version__
@@ -23,7 +24,8 @@ from runs_fleet_core.settings import env_flag
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
 BUILT_IN = {
-    "agent", "demo", "labels", "config", "jobs", "plugins", "pools", "scheduler", "serve", "worker",
+    "agent", "demo", "labels", "config", "dead-letters", "jobs", "plugins", "pools", "scheduler",
+    "serve", "worker",
 }  # fmt: skip
 SERVER_LIBRARIES = {"starlette", "uvicorn"}
 
@@ -154,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     plugins.set_defaults(handler=_builtin("plugins_list"))
     pools_command.add_parser(sub)
     jobs_command.add_parser(sub)
+    dead_letters_command.add_parser(sub)
     _add_server_commands(sub)
     return parser
 

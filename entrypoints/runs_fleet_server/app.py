@@ -14,6 +14,7 @@ from starlette.routing import Route
 from runs_fleet_server.agent import AgentReportsEndpoint
 from runs_fleet_server.agent_config import CONFIG_PATH, AgentConfigEndpoint
 from runs_fleet_server.bootstrap import REPORTS_PATH, Services
+from runs_fleet_server.dead_letters import DeadLettersApi
 from runs_fleet_server.jobs import JobsApi
 from runs_fleet_server.pools_api import PoolsApi
 from runs_fleet_server.probes import Probes
@@ -21,11 +22,12 @@ from runs_fleet_server.webhook import WebhookEndpoint
 
 
 def create_app(services: Services) -> Starlette:
-    """The Starlette app serving ``services``: webhook, agent reports, probes, jobs and
-    pools APIs."""
+    """The Starlette app serving ``services``: webhook, agent reports, probes, jobs,
+    pools and dead-letters APIs."""
     probes = Probes(services)
     jobs = JobsApi(services)
     pools = PoolsApi(services)
+    dead = DeadLettersApi(services)
     routes = [
         Route("/webhook", WebhookEndpoint(services).handle, methods=["POST"]),
         Route(REPORTS_PATH, AgentReportsEndpoint(services).handle, methods=["POST"]),
@@ -39,6 +41,9 @@ def create_app(services: Services) -> Starlette:
         Route("/api/pools/{name}", pools.get_pool, methods=["GET"]),
         Route("/api/pools/{name}", pools.put_pool, methods=["PUT"]),
         Route("/api/pools/{name}", pools.delete_pool, methods=["DELETE"]),
+        Route("/api/dead-letters", dead.list_dead_letters, methods=["GET"]),
+        Route("/api/dead-letters/redrive", dead.redrive, methods=["POST"]),
+        Route("/api/dead-letters/{dead_letter_id}", dead.purge, methods=["DELETE"]),
     ]
     app = Starlette(routes=routes)
     app.state.services = services

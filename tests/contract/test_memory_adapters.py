@@ -36,7 +36,7 @@ from runs_fleet_core.testing.contracts import (
     QueueContract,
     StateStoreContract,
 )
-from runs_fleet_core.testing.contracts.queue import job_message
+from runs_fleet_core.testing.contracts.queue import SendRaw, job_message
 from runs_fleet_core.testing.memory import (
     FakeGitHub,
     ManualClock,
@@ -63,6 +63,13 @@ class TestMemoryQueue(QueueContract):
 
         return advance
 
+    @pytest.fixture
+    def send_raw(self, queue: MemoryQueue) -> SendRaw:
+        async def send_raw(payload: str) -> None:
+            queue.send_raw_nowait(payload)
+
+        return send_raw
+
     async def test_pending_count_covers_queued_and_in_flight_messages(
         self, queue: MemoryQueue
     ) -> None:
@@ -78,10 +85,10 @@ class TestMemoryQueue(QueueContract):
     ) -> None:
         await queue.send(job_message(1))
         await queue.dead_letter(await self.receive_one(queue), "poison")
-        assert queue.redrive() == 1
+        assert len((await queue.redrive()).moved) == 1
         assert list(await queue.dead_letters()) == []
         assert (await self.receive_one(queue)).attempt == 1
-        assert queue.redrive() == 0
+        assert (await queue.redrive()).moved == ()
 
     async def test_a_message_that_cannot_be_serialized_is_refused(self, queue: MemoryQueue) -> None:
         spec = RunnerSpec(run_id=RunId("1"), label="x", labels=(object(),))  # type: ignore[arg-type]

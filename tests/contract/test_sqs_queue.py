@@ -32,7 +32,7 @@ from runs_fleet_core.plugins import AdapterContext, PluginManager
 from runs_fleet_core.ports.queue import Delivery, Queue
 from runs_fleet_core.settings import Settings
 from runs_fleet_core.testing.contracts import Advance, QueueContract
-from runs_fleet_core.testing.contracts.queue import job_message
+from runs_fleet_core.testing.contracts.queue import SendRaw, job_message
 from runs_fleet_core.testing.memory import ManualClock, RecordingMetrics
 from runs_fleet_sqs.queue import SqsQueue, from_context
 from runs_fleet_sqs.resources import QueueUrls, ensure_queue
@@ -138,6 +138,15 @@ class _SqsQueueContract(QueueContract):
     @pytest.fixture
     def advance(self) -> Advance:
         return asyncio.sleep
+
+    @pytest.fixture
+    def send_raw(self, caller: AwsCaller, urls: QueueUrls) -> SendRaw:
+        async def send_raw(payload: str) -> None:
+            fifo = {"MessageGroupId": "raw", "MessageDeduplicationId": "raw"}
+            params = {"QueueUrl": urls.url, "MessageBody": payload}
+            await caller.call("sqs", "send_message", **params, **(fifo if self.fifo else {}))
+
+        return send_raw
 
 
 class TestFifoSqsQueue(_SqsQueueContract):
@@ -341,7 +350,60 @@ async def test_an_unreadable_message_is_dead_lettered_instead_of_delivered(
     assert [d.message for d in received] == [job_message(1)]
     (raw,) = await _raw_receive(caller, urls.dlq_url, MessageAttributeNames=["All"])
     assert raw["MessageAttributes"]["Reason"]["StringValue"].startswith("unreadable message")
+    assert [d.message for d in await queue.dead_letters()] == [None]
+
+
+async def test_a_redriven_fifo_message_keeps_its_job_as_group_with_a_dedup_id_of_its_own(
+    caller: AwsCaller, urls: QueueUrls, queue: SqsQueue
+) -> None:
+    await queue.send(job_message(7, attempt=2))
+    await queue.dead_letter((await queue.receive(1, 1))[0], "poison")
+    (dead,) = await queue.dead_letters()
+    assert (await queue.redrive([dead.id])).moved == (dead.id,)
+    names = ["MessageGroupId", "MessageDeduplicationId", "ApproximateReceiveCount"]
+    (raw,) = await _raw_receive(caller, urls.url, MessageSystemAttributeNames=names)
+    assert raw["Attributes"] == {
+        "MessageGroupId": "7",
+        "MessageDeduplicationId": f"7:2:redriven:{dead.id}",
+        "ApproximateReceiveCount": "1",
+    }
+    assert await _stored(caller, urls.dlq_url) == 0
+
+
+async def test_a_redrive_shows_the_dead_letters_it_did_not_move_again_at_once(
+    queue: SqsQueue,
+) -> None:
+    for job_id in (1, 2):
+        await queue.send(job_message(job_id))
+    for delivery in await queue.receive(10, 1):
+        await queue.dead_letter(delivery, "poison")
+    first, second = await queue.dead_letters()
+    assert (await queue.redrive([first.id, "unknown"])).not_found == ("unknown",)
+    assert [d.id for d in await queue.dead_letters()] == [second.id]
+    assert list(await queue.purge([second.id])) == [second.id]
     assert list(await queue.dead_letters()) == []
+
+
+async def test_a_message_the_redrive_policy_moved_can_be_redriven(caller: AwsCaller) -> None:
+    urls = await ensure_queue(caller, "jobs", max_receives=1)
+    queue = SqsQueue(
+        caller,
+        urls.url,
+        visibility_timeout_s=VISIBILITY_S,
+        max_hold_s=VISIBILITY_S,
+        listing_wait_s=LISTING_WAIT_S,
+    )
+    try:
+        await queue.send(job_message(1))
+        assert len(await queue.receive(1, 1)) == 1
+        await asyncio.sleep(VISIBILITY_S + MARGIN_S)
+        assert list(await queue.receive(10, 0)) == []  # SQS moved it on this receive
+        (dead,) = await queue.dead_letters()
+        assert (await queue.redrive(None)).moved == (dead.id,)
+        delivery = (await queue.receive(1, 1))[0]
+        assert (delivery.message, delivery.attempt) == (job_message(1), 1)
+    finally:
+        await queue.aclose()
 
 
 async def test_a_configured_dlq_serves_a_queue_without_a_redrive_policy(

@@ -31,7 +31,7 @@ from runs_fleet_core.testing.contracts import (
     QueueContract,
     StateStoreContract,
 )
-from runs_fleet_core.testing.contracts.queue import job_message
+from runs_fleet_core.testing.contracts.queue import SendRaw, job_message
 from runs_fleet_core.testing.contracts.state import make_job
 from runs_fleet_core.testing.memory import ManualClock, RecordingMetrics
 from runs_fleet_valkey.queue import ValkeyQueue
@@ -85,6 +85,14 @@ class TestValkeyQueue(QueueContract):
     @pytest.fixture
     def advance(self) -> Advance:
         return asyncio.sleep
+
+    @pytest.fixture
+    def send_raw(self, queue: ValkeyQueue, raw: redis.Redis) -> SendRaw:
+        async def send_raw(payload: str) -> None:
+            await queue.receive(1, 0)  # creates the group, so the entry is new to it
+            raw.xadd(queue.name, {"payload": payload, "dedup": "raw:1", "attempts": "0"})
+
+        return send_raw
 
     async def test_a_dead_consumers_message_is_taken_over_by_another_instance(
         self, url: str, raw: redis.Redis
@@ -176,9 +184,63 @@ class TestValkeyQueue(QueueContract):
             assert [d.message for d in await self.receive_all(queue, 1)] == [job_message(1)]
             ((_, fields),) = _entries(raw, queue.dead_letter_stream)
             assert fields["reason"].startswith("unreadable message")
-            assert list(await queue.dead_letters()) == []
+            assert [d.message for d in await queue.dead_letters()] == [None]
         finally:
             await queue.aclose()
+
+    @pytest.mark.parametrize(
+        "fields",
+        [{"note": "no payload, dedup or attempts"}, {"payload": "{}", "attempts": "many"}],
+        ids=["no-fields", "bad-attempts"],
+    )
+    async def test_an_entry_missing_its_fields_is_dead_lettered_and_the_queue_keeps_working(
+        self, queue: ValkeyQueue, raw: redis.Redis, fields: dict[str, str]
+    ) -> None:
+        """Such an entry used to fail the receive script on every call, for every
+        consumer: one foreign entry stopped the whole queue."""
+        await queue.receive(1, 0)
+        raw.xadd(queue.name, fields)
+        await queue.send(job_message(1))
+        assert [d.message for d in await self.receive_all(queue, 1)] == [job_message(1)]
+        (dead,) = await queue.dead_letters()
+        assert dead.message is None and dead.reason.startswith("unreadable message")
+        assert dead.attempts == 1
+        assert raw.xlen(queue.name) == 1  # only the delivered message, pending its ack
+        assert list(await queue.purge([dead.id])) == [dead.id]
+        assert raw.xlen(queue.dead_letter_stream) == 0
+
+    async def test_a_redriven_dead_letter_is_a_new_entry_with_no_attempts_and_a_live_dedup_key(
+        self, queue: ValkeyQueue, raw: redis.Redis
+    ) -> None:
+        await queue.send(job_message(1))
+        await queue.dead_letter(await self.receive_one(queue), "poison")
+        assert raw.exists(f"{queue.name}:dedup:1:1") == 0
+        (dead,) = await queue.dead_letters()
+        assert dead.dead_lettered_at is not None
+        assert abs(dead.dead_lettered_at.timestamp() * 1000 - int(dead.id.split("-")[0])) < 1
+        assert (await queue.redrive([dead.id])).moved == (dead.id,)
+        ((entry_id, fields),) = _entries(raw, queue.name)
+        assert entry_id != dead.id and (fields["attempts"], fields["dedup"]) == ("0", "1:1")
+        assert raw.exists(f"{queue.name}:dedup:1:1") == 1
+        assert raw.xlen(queue.dead_letter_stream) == 0
+
+    async def test_redriving_a_message_that_was_queued_again_meanwhile_queues_it_once(
+        self, queue: ValkeyQueue, raw: redis.Redis
+    ) -> None:
+        await queue.send(job_message(1))
+        await queue.dead_letter(await self.receive_one(queue), "poison")
+        await queue.send(job_message(1))  # e.g. housekeeping sent the job again
+        (dead,) = await queue.dead_letters()
+        assert (await queue.redrive([dead.id])).moved == (dead.id,)
+        assert raw.xlen(queue.name) == 1 and raw.xlen(queue.dead_letter_stream) == 0
+        assert [d.message for d in await self.receive_all(queue, 1)] == [job_message(1)]
+
+    async def test_ids_that_are_not_stream_ids_are_unknown_not_errors(
+        self, queue: ValkeyQueue
+    ) -> None:
+        odd = ["", "-", "+", "123", "1-2-3", "../x", "9" * 30 + "-0", "9" * 20 + "-0"]
+        assert (await queue.redrive(odd)).not_found == tuple(dict.fromkeys(odd))
+        assert list(await queue.purge(odd)) == []
 
     async def test_a_deleted_stream_gets_its_group_back(
         self, queue: ValkeyQueue, raw: redis.Redis

@@ -17,10 +17,15 @@ import pytest
 from runs_fleet_core.domain.ids import JobId, RunId
 from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.domain.spec import Arch, RunnerSpec
-from runs_fleet_core.ports.queue import Delivery, Queue
+from runs_fleet_core.ports.queue import DeadLetter, Delivery, Queue
 
 Advance = Callable[[float], Awaitable[None]]
 """Makes ``seconds`` pass for the queue under test (``asyncio.sleep`` for real time)."""
+SendRaw = Callable[[str], Awaitable[None]]
+"""Puts a raw payload (not necessarily a message) in the job queue under test."""
+UNREADABLE = '{"note": "not a job message", "token": "ghs_contractSecret"}'
+"""A payload no adapter can read as a message, with a token-like value that must never
+be shown again."""
 
 
 def job_message(job_id: int, attempt: int = 1) -> JobMessage:
@@ -57,6 +62,10 @@ class QueueContract:
     * ``advance``: an ``async (seconds: float) -> None`` that makes that much time pass
       for the queue: advance a fake clock, or ``asyncio.sleep`` for a real server.
 
+    Optionally, override ``send_raw`` to return an ``async (payload: str) -> None`` that
+    writes a payload to the job queue behind the adapter's back (as a foreign writer or
+    a corrupted entry would): the tests of unreadable dead letters run only then.
+
     Example::
 
         class TestMyQueue(QueueContract):
@@ -90,9 +99,29 @@ class QueueContract:
         received.extend(await queue.receive(10, 0))
         return received
 
+    @pytest.fixture
+    def send_raw(self) -> SendRaw | None:
+        """No raw writes unless a subclass offers them (see the class docstring)."""
+        return None
+
     async def expire_visibility(self, advance: Advance) -> None:
         """Let a whole visibility timeout pass, with a margin."""
         await advance(self.visibility_timeout_s * 1.5)
+
+    async def exhaust(
+        self, queue: Queue, advance: Advance, message: JobMessage, *, send: bool = True
+    ) -> DeadLetter:
+        """Send ``message`` (unless it is queued already), let every attempt lapse until
+        it is dead-lettered; its dead letter."""
+        if send:
+            await queue.send(message)
+        for _ in range(self.max_attempts):
+            await self.receive_one(queue)
+            await self.expire_visibility(advance)
+        assert list(await queue.receive(10, 0)) == []
+        found = [d for d in await queue.dead_letters() if d.message == message]
+        assert len(found) == 1, f"expected one dead letter of {message}, got {found}"
+        return found[0]
 
     async def test_a_sent_message_is_received_unchanged_as_attempt_one(self, queue: Queue) -> None:
         await queue.send(job_message(1))
@@ -237,7 +266,10 @@ class QueueContract:
         await queue.dead_letter(deliveries[JobId(2)], "second")
         await queue.dead_letter(deliveries[JobId(1)], "first")
         dead = await queue.dead_letters()
-        assert [(d.message.job_id, d.reason) for d in dead] == [(2, "second"), (1, "first")]
+        assert [(d.message, d.reason) for d in dead] == [
+            (job_message(2), "second"),
+            (job_message(1), "first"),
+        ]
 
     async def test_two_concurrent_receivers_never_get_the_same_message(self, queue: Queue) -> None:
         await queue.send(job_message(1))
@@ -252,3 +284,105 @@ class QueueContract:
         await queue.send(job_message(1))
         deliveries = await waiting
         assert [d.message for d in deliveries] == [job_message(1)]
+
+    # -- redrive and purge -------------------------------------------------------------
+
+    async def test_a_redriven_dead_letter_is_received_again_as_attempt_one(
+        self, queue: Queue, advance: Advance
+    ) -> None:
+        dead = await self.exhaust(queue, advance, job_message(1))
+        assert dead.id and dead.reason and dead.attempts == self.max_attempts
+        redriven = await queue.redrive([dead.id])
+        assert (redriven.moved, redriven.not_found, redriven.unreadable) == ((dead.id,), (), ())
+        assert list(await queue.dead_letters()) == []
+        delivery = await self.receive_one(queue)
+        assert (delivery.message, delivery.attempt) == (job_message(1), 1)
+        await queue.ack(delivery)
+        await self.expire_visibility(advance)
+        assert list(await queue.receive(10, 0)) == []
+        assert list(await queue.dead_letters()) == []
+
+    async def test_a_redriven_message_gets_its_full_attempts_again(
+        self, queue: Queue, advance: Advance
+    ) -> None:
+        dead = await self.exhaust(queue, advance, job_message(1))
+        await queue.redrive([dead.id])
+        again = await self.exhaust(queue, advance, job_message(1), send=False)
+        assert again.attempts == self.max_attempts
+
+    async def test_redriving_everything_moves_each_dead_letter_once(self, queue: Queue) -> None:
+        for job_id in (1, 2):
+            await queue.send(job_message(job_id))
+        for delivery in await self.receive_all(queue, 2):
+            await queue.dead_letter(delivery, "poison")
+        ids = [d.id for d in await queue.dead_letters()]
+        assert len(set(ids)) == 2
+        redriven = await queue.redrive(None)
+        assert sorted(redriven.moved) == sorted(ids)
+        received = await self.receive_all(queue, 2)
+        assert sorted((d.message.job_id, d.attempt) for d in received) == [(1, 1), (2, 1)]
+        assert (await queue.redrive(None)).moved == ()
+
+    async def test_an_unknown_or_already_redriven_id_moves_nothing_and_is_reported(
+        self, queue: Queue
+    ) -> None:
+        await queue.send(job_message(1))
+        await queue.dead_letter(await self.receive_one(queue), "poison")
+        (dead,) = await queue.dead_letters()
+        unknown = await queue.redrive(["no-such-dead-letter", "0-1"])
+        assert (unknown.moved, unknown.not_found) == ((), ("no-such-dead-letter", "0-1"))
+        assert [d.id for d in await queue.dead_letters()] == [dead.id]
+        assert (await queue.redrive([dead.id])).moved == (dead.id,)
+        assert (await queue.redrive([dead.id])).not_found == (dead.id,)
+        received = await self.receive_all(queue, 1)
+        assert [d.message for d in received] == [job_message(1)]
+
+    async def test_dead_letter_ids_and_times_stay_the_same_between_listings(
+        self, queue: Queue
+    ) -> None:
+        for job_id in (1, 2):
+            await queue.send(job_message(job_id))
+        deliveries = {d.message.job_id: d for d in await self.receive_all(queue, 2)}
+        await queue.dead_letter(deliveries[JobId(1)], "first")
+        await queue.dead_letter(deliveries[JobId(2)], "second")
+        first = await queue.dead_letters()
+        second = await queue.dead_letters()
+        assert [(d.id, d.dead_lettered_at) for d in first] == [
+            (d.id, d.dead_lettered_at) for d in second
+        ]
+        stamps = [d.dead_lettered_at for d in first if d.dead_lettered_at is not None]
+        assert stamps == sorted(stamps)
+        assert all(d.size > 0 for d in first)
+
+    async def test_a_purged_dead_letter_is_gone_for_good(self, queue: Queue) -> None:
+        for job_id in (1, 2):
+            await queue.send(job_message(job_id))
+        deliveries = {d.message.job_id: d for d in await self.receive_all(queue, 2)}
+        await queue.dead_letter(deliveries[JobId(1)], "poison")
+        await queue.dead_letter(deliveries[JobId(2)], "poison")
+        doomed, kept = await queue.dead_letters()
+        assert list(await queue.purge([doomed.id, "no-such-dead-letter"])) == [doomed.id]
+        assert [d.id for d in await queue.dead_letters()] == [kept.id]
+        assert (await queue.redrive([doomed.id])).not_found == (doomed.id,)
+        assert list(await queue.purge([doomed.id])) == []
+        assert list(await queue.receive(10, 0)) == []
+
+    async def test_an_unreadable_entry_is_listed_without_its_content_and_only_purged(
+        self, queue: Queue, send_raw: SendRaw | None
+    ) -> None:
+        if send_raw is None:
+            pytest.skip("this adapter's test offers no raw writes (override send_raw)")
+        await send_raw(UNREADABLE)
+        await queue.send(job_message(1))
+        assert [d.message for d in await self.receive_all(queue, 1)] == [job_message(1)]
+        (dead,) = await queue.dead_letters()
+        assert dead.message is None and dead.reason.startswith("unreadable message")
+        assert dead.size == len(UNREADABLE.encode()) and dead.attempts == 1
+        assert "ghs_contractSecret" not in repr(dead)
+        redriven = await queue.redrive(None)
+        assert (redriven.moved, redriven.unreadable) == ((), (dead.id,))
+        assert (await queue.redrive([dead.id])).unreadable == (dead.id,)
+        assert [d.id for d in await queue.dead_letters()] == [dead.id]
+        assert list(await queue.purge([dead.id])) == [dead.id]
+        assert list(await queue.dead_letters()) == []
+        assert list(await queue.receive(10, 0)) == []

@@ -2,8 +2,10 @@
 
 Unit tests and the "memory" mode need a queue that behaves like the real ones where it
 matters: at-least-once delivery, visibility timeouts, attempt counting, deduplication
-and a dead-letter queue. Messages are stored as JSON through the message converter, so a
-value that a real queue could not carry fails here too.
+and a dead-letter queue with redrive and purge. Messages are stored as JSON through the
+message converter, so a value that a real queue could not carry fails here too, and
+:meth:`MemoryQueue.send_raw_nowait` stores what is not a message at all, as a foreign
+writer could on a real queue.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import attrs
 from runs_fleet_core.converters import dumps, loads, make_message_converter
 from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.ports.observe import Clock
-from runs_fleet_core.ports.queue import DeadLetter, Delivery
+from runs_fleet_core.ports.queue import DeadLetter, Delivery, Redriven
 
 _POLL_STEP_S = 0.01
 
@@ -42,6 +44,7 @@ class _Dead:
     dedup_id: str
     reason: str
     attempts: int
+    at: datetime
 
 
 class MemoryQueue:
@@ -68,7 +71,8 @@ class MemoryQueue:
         self._entries: dict[int, _Entry] = {}
         self._receipts: dict[str, int] = {}
         self._live_dedup: Counter[str] = Counter()
-        self._dead: list[_Dead] = []
+        self._dead: dict[str, _Dead] = {}  # insertion order is burial order
+        self._dead_ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._deliveries = itertools.count(1)
 
@@ -83,6 +87,11 @@ class MemoryQueue:
         if self._live_dedup[message.dedup_id] > 0:
             return
         self._enqueue(dumps(self._converter, message), message.dedup_id, attempts=0)
+
+    def send_raw_nowait(self, payload: str) -> None:
+        """Queue ``payload`` as it is, message or not: a test of what the queue and its
+        consumers do with an entry they cannot read (it is dead-lettered on receive)."""
+        self._enqueue(payload, f"raw:{next(self._seq)}", attempts=0)
 
     async def receive(self, max_messages: int, wait_s: float) -> Sequence[Delivery]:
         """Up to ``max_messages`` visible messages, oldest first, waiting at most
@@ -125,28 +134,48 @@ class MemoryQueue:
             self._bury(entry, reason)
 
     async def dead_letters(self) -> Sequence[DeadLetter]:
-        """The dead-lettered messages, oldest first."""
+        """The dead letters, oldest first, ids counting from 1."""
         await asyncio.sleep(0)
         return [
             DeadLetter(
-                message=loads(self._converter, dead.payload, JobMessage),
+                id=dead_id,
+                message=self._decoded(dead.payload),
                 reason=dead.reason,
                 attempts=dead.attempts,
+                dead_lettered_at=dead.at,
+                size=len(dead.payload.encode()),
             )
-            for dead in self._dead
+            for dead_id, dead in self._dead.items()
         ]
+
+    async def redrive(self, ids: Sequence[str] | None = None) -> Redriven:
+        """Move dead letters back to the queue with their attempts reset, in one step
+        (nothing awaits between the add and the removal)."""
+        await asyncio.sleep(0)
+        moved, not_found, unreadable = [], [], []
+        for dead_id in list(self._dead) if ids is None else ids:
+            dead = self._dead.get(dead_id)
+            if dead is None:
+                not_found.append(dead_id)
+            elif self._decoded(dead.payload) is None:
+                unreadable.append(dead_id)
+            else:
+                if self._live_dedup[dead.dedup_id] <= 0:
+                    self._enqueue(dead.payload, dead.dedup_id, attempts=0)
+                del self._dead[dead_id]
+                moved.append(dead_id)
+        return Redriven(
+            moved=tuple(moved), not_found=tuple(not_found), unreadable=tuple(unreadable)
+        )
+
+    async def purge(self, ids: Sequence[str]) -> Sequence[str]:
+        """Delete the dead letters ``ids``; the ids that were there."""
+        await asyncio.sleep(0)
+        return [dead_id for dead_id in ids if self._dead.pop(dead_id, None) is not None]
 
     def pending_count(self) -> int:
         """How many messages are queued or in flight (dead letters excluded)."""
         return len(self._entries)
-
-    def redrive(self) -> int:
-        """Move every dead letter back to the queue with its attempts reset, as a
-        person would after fixing the cause; returns how many moved."""
-        moved, self._dead = self._dead, []
-        for dead in moved:
-            self._enqueue(dead.payload, dead.dedup_id, attempts=0)
-        return len(moved)
 
     def _enqueue(self, payload: str, dedup_id: str, *, attempts: int) -> None:
         seq = next(self._seq)
@@ -173,16 +202,27 @@ class MemoryQueue:
             if entry.attempts >= self._max_attempts:
                 self._bury(entry, f"exceeded {self._max_attempts} attempts")
                 continue
-            taken.append(self._deliver(entry, now))
+            try:
+                message = loads(self._converter, entry.payload, JobMessage)
+            except ValueError as exc:
+                entry.attempts += 1
+                self._bury(entry, f"unreadable message: {exc}")
+                continue
+            taken.append(self._deliver(entry, message, now))
         return taken
 
-    def _deliver(self, entry: _Entry, now: datetime) -> Delivery:
+    def _deliver(self, entry: _Entry, message: JobMessage, now: datetime) -> Delivery:
         entry.attempts += 1
         entry.receipt = f"{entry.seq}:{next(self._deliveries)}"
         entry.visible_at = now + self._visibility
         self._receipts[entry.receipt] = entry.seq
-        message = loads(self._converter, entry.payload, JobMessage)
         return Delivery(message=message, receipt=entry.receipt, attempt=entry.attempts)
+
+    def _decoded(self, payload: str) -> JobMessage | None:
+        try:
+            return loads(self._converter, payload, JobMessage)
+        except ValueError:
+            return None
 
     def _current(self, delivery: Delivery) -> _Entry | None:
         seq = self._receipts.get(delivery.receipt)
@@ -190,13 +230,12 @@ class MemoryQueue:
 
     def _bury(self, entry: _Entry, reason: str) -> None:
         self._remove(entry)
-        self._dead.append(
-            _Dead(
-                payload=entry.payload,
-                dedup_id=entry.dedup_id,
-                reason=reason,
-                attempts=entry.attempts,
-            )
+        self._dead[str(next(self._dead_ids))] = _Dead(
+            payload=entry.payload,
+            dedup_id=entry.dedup_id,
+            reason=reason,
+            attempts=entry.attempts,
+            at=self._clock.now(),
         )
 
     def _remove(self, entry: _Entry) -> None:

@@ -1,4 +1,5 @@
-"""The SQS queue's dead letters: moving a message to the dead-letter queue, and listing.
+"""The SQS queue's dead letters: moving a message to the dead-letter queue, listing,
+redriving and purging them.
 
 SQS gives neither half ready-made. It moves a message to the dead-letter queue only
 when the receive count passes the ``RedrivePolicy``'s ``maxReceiveCount``, with no
@@ -10,22 +11,32 @@ without receiving from it, so a listing receives the dead letters and shows them
 The dead-letter queue is the configured one, else the one the job queue's
 ``RedrivePolicy`` names; that policy's ``maxReceiveCount`` is also the attempt count of
 a dead letter SQS moved itself.
+
+Redrive is by hand too (``StartMessageMoveTask`` moves everything or nothing and cannot
+say which messages moved; moto does not offer it either): a listing's receive finds the
+dead letters by message id, each is sent to the job queue as a new message, then deleted
+here. On a FIFO job queue its deduplication id is the message's own plus the dead
+letter's message id: SQS still remembers the original id for five minutes and would drop
+the send, and a repeated redrive of the same dead letter is still dropped. A dead letter
+hidden by a listing running at the same moment is not seen, and reported as not found.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from runs_fleet_aws.calls import AwsCaller
 from runs_fleet_core.converters import loads, make_message_converter
 from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.errors import AdapterError, ConfigError, RunsFleetError
-from runs_fleet_core.ports.queue import DeadLetter
+from runs_fleet_core.ports.queue import DeadLetter, Redriven
 from runs_fleet_sqs.limits import MAX_BATCH
 from runs_fleet_sqs.plugin import DLQ_URL
 from runs_fleet_sqs.receipts import Receipts
@@ -56,6 +67,7 @@ class DeadLetterQueue:
         self._url = url
         self._receipts = receipts
         self._dlq_url = dlq_url or None
+        self._dlq_receipts: Receipts | None = None
         self._redrive_receives: int | None = None
         self._facts_loaded = False
         self._converter = make_message_converter()
@@ -119,10 +131,53 @@ class DeadLetterQueue:
 
         The listing receives up to ``PEEK_LIMIT`` messages, hiding each for
         ``PEEK_VISIBILITY_S``, then shows them again at once; it ends with a receive
-        that long-polls ``wait_s``. Unreadable messages are skipped with a warning.
+        that long-polls ``wait_s``. A message that is no job message is listed with
+        ``message=None``.
         """
+        async with self._peeking(wait_s) as peeked:
+            raws = list(peeked.values())
+        letters = [await self._dead_letter(raw) for raw in raws]
+        return [letter for _, letter in sorted(letters, key=lambda pair: pair[0])]
+
+    async def redrive(self, ids: Sequence[str] | None, wait_s: int) -> Redriven:
+        """Send the dead letters ``ids`` (``None``: all) back to the job queue as new
+        messages, each deleted here once sent (see the module docstring)."""
+        moved, not_found, unreadable = [], [], []
+        async with self._peeking(wait_s) as peeked:
+            wanted = sorted(peeked, key=lambda i: _at(peeked[i])) if ids is None else ids
+            for message_id in dict.fromkeys(wanted):
+                raw = peeked.get(message_id)
+                if raw is None:
+                    not_found.append(message_id)
+                    continue
+                body = str(raw.get("Body", ""))
+                message = self._message(body)
+                if message is None:
+                    unreadable.append(message_id)
+                    continue
+                await self._send_back(body, message, message_id)
+                await self._delete(peeked.pop(message_id))
+                moved.append(message_id)
+        return Redriven(
+            moved=tuple(moved), not_found=tuple(not_found), unreadable=tuple(unreadable)
+        )
+
+    async def purge(self, ids: Sequence[str], wait_s: int) -> list[str]:
+        """Delete the dead letters ``ids``; those that were found."""
+        purged = []
+        async with self._peeking(wait_s) as peeked:
+            for message_id in dict.fromkeys(ids):
+                if message_id in peeked:
+                    await self._delete(peeked.pop(message_id))
+                    purged.append(message_id)
+        return purged
+
+    @contextlib.asynccontextmanager
+    async def _peeking(self, wait_s: int) -> AsyncIterator[dict[str, Mapping[str, Any]]]:
+        """Up to ``PEEK_LIMIT`` dead letters by message id, received (hidden); those
+        still in the mapping at the end are shown again."""
         dlq = await self.url()
-        peeked: list[Mapping[str, Any]] = []
+        peeked: dict[str, Mapping[str, Any]] = {}
         try:
             while len(peeked) < PEEK_LIMIT:
                 reply = await self._caller.call(
@@ -138,24 +193,36 @@ class DeadLetterQueue:
                 page = reply.get("Messages", [])
                 if not page:
                     break
-                peeked.extend(page)
+                peeked.update((str(raw["MessageId"]), raw) for raw in page)
             else:
                 _log.warning("listing only the first %d dead letters of %s", PEEK_LIMIT, dlq)
+            yield peeked
         finally:
-            await self._show_again(dlq, peeked)
-        letters = [letter for raw in peeked if (letter := await self._dead_letter(raw))]
-        return [letter for _, letter in sorted(letters, key=lambda pair: pair[0])]
+            await self._show_again(dlq, list(peeked.values()))
 
-    async def _dead_letter(self, raw: Mapping[str, Any]) -> tuple[int, DeadLetter] | None:
-        """One listed dead letter with its sort key (when it was dead-lettered, in ns)."""
+    async def _send_back(self, body: str, message: JobMessage, message_id: str) -> None:
+        params: dict[str, Any] = {"QueueUrl": self._url, "MessageBody": body}
+        if self._url.endswith(".fifo"):
+            params["MessageGroupId"] = str(message.job_id)
+            params["MessageDeduplicationId"] = f"{message.dedup_id}:redriven:{message_id}"[:128]
+        await self._caller.call("sqs", "send_message", **params)
+
+    async def _delete(self, raw: Mapping[str, Any]) -> None:
+        if self._dlq_receipts is None:
+            self._dlq_receipts = Receipts(self._caller, await self.url())
+        await self._dlq_receipts.delete(str(raw["ReceiptHandle"]))
+
+    def _message(self, body: str) -> JobMessage | None:
         try:
-            message = loads(self._converter, str(raw.get("Body", "")), JobMessage)
-        except ValueError as exc:
-            _log.warning("skipping unreadable dead letter %s: %s", raw.get("MessageId"), exc)
+            return loads(self._converter, body, JobMessage)
+        except ValueError:
             return None
+
+    async def _dead_letter(self, raw: Mapping[str, Any]) -> tuple[int, DeadLetter]:
+        """One listed dead letter with its sort key (when it was dead-lettered, in ns)."""
+        body = str(raw.get("Body", ""))
         fields = raw.get("MessageAttributes", {})
-        sent_ns = int(raw.get("Attributes", {}).get("SentTimestamp", "0")) * 1_000_000
-        at = int(fields.get(_AT, {}).get("StringValue", sent_ns))
+        at = _at(raw)
         if _REASON in fields:
             reason = str(fields[_REASON]["StringValue"])
             attempts = int(fields.get(_ATTEMPTS, {}).get("StringValue", "0"))
@@ -167,7 +234,14 @@ class DeadLetterQueue:
                 if attempts
                 else "no reason recorded (not dead-lettered by runs-fleet)"
             )
-        return at, DeadLetter(message=message, reason=reason, attempts=attempts)
+        return at, DeadLetter(
+            id=str(raw["MessageId"]),
+            message=self._message(body),
+            reason=reason,
+            attempts=attempts,
+            dead_lettered_at=datetime.fromtimestamp(at / 1e9, UTC) if at else None,
+            size=len(body.encode()),
+        )
 
     async def _show_again(self, dlq: str, peeked: Sequence[Mapping[str, Any]]) -> None:
         """Make listed dead letters visible again (best effort: they reappear after
@@ -210,3 +284,11 @@ class DeadLetterQueue:
                 )
                 self._dlq_url = str(found["QueueUrl"])
         self._facts_loaded = True
+
+
+def _at(raw: Mapping[str, Any]) -> int:
+    """When ``raw`` was dead-lettered, in ns: as runs-fleet recorded it, else when it
+    was sent to the dead-letter queue (0 if SQS did not say)."""
+    sent_ns = int(raw.get("Attributes", {}).get("SentTimestamp", "0")) * 1_000_000
+    text = str(raw.get("MessageAttributes", {}).get(_AT, {}).get("StringValue", sent_ns))
+    return int(text) if text.isdigit() else sent_ns

@@ -47,7 +47,7 @@ from runs_fleet_core.converters import dumps, loads, make_message_converter
 from runs_fleet_core.domain.messages import JobMessage
 from runs_fleet_core.errors import AdapterError, ConfigError
 from runs_fleet_core.plugins import AdapterContext
-from runs_fleet_core.ports.queue import DeadLetter, Delivery
+from runs_fleet_core.ports.queue import DeadLetter, Delivery, Redriven
 from runs_fleet_sqs.deadletters import DeadLetterQueue
 from runs_fleet_sqs.holds import Holds
 from runs_fleet_sqs.limits import MAX_BATCH, MAX_VISIBILITY_S, MAX_WAIT_S
@@ -214,9 +214,19 @@ class SqsQueue:
         adds one to their receive counts (so give the dead-letter queue no redrive
         policy of its own); on a FIFO dead-letter queue, SQS hands out one batch per
         message group, so a second dead letter of the same job attempt may be missing
-        from a listing. Unreadable messages are skipped with a warning.
+        from a listing. A message that is no job message is listed with ``message=None``.
         """
         return await self._dead_letters.listing(self.listing_wait_s)
+
+    async def redrive(self, ids: Sequence[str] | None = None) -> Redriven:
+        """Send dead letters back to this queue as new messages (their receive count,
+        so their attempts, start again), deleting each from the dead-letter queue once
+        sent; see :mod:`runs_fleet_sqs.deadletters`."""
+        return await self._dead_letters.redrive(ids, self.listing_wait_s)
+
+    async def purge(self, ids: Sequence[str]) -> Sequence[str]:
+        """Delete the dead letters ``ids`` (SQS message ids); those that were found."""
+        return await self._dead_letters.purge(ids, self.listing_wait_s)
 
     async def ping(self) -> None:
         """One cheap call that fails when the queue is unreachable (for ``/ready``,

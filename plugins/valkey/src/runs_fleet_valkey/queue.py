@@ -13,7 +13,8 @@ group ``runs-fleet``; ``name:dead``, the dead-letter stream (kept until a person
 with it); ``name:delayed``, a sorted set of retries scored by due time; and one key
 ``name:dedup:<dedup id>`` per message queued or in flight. The Lua scripts that decide
 each step atomically, and the exact entry format, are in
-:mod:`runs_fleet_valkey.queue_scripts`.
+:mod:`runs_fleet_valkey.queue_scripts`; listing, redriving and purging dead letters in
+:mod:`runs_fleet_valkey.deadletters`.
 
 Retries: ``retry(delivery, delay)`` acknowledges and deletes the stream entry and parks
 the message in the sorted set with its attempt count; ``receive`` moves due ones back
@@ -36,16 +37,17 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from runs_fleet_core.converters import dumps, loads, make_message_converter
 from runs_fleet_core.domain.messages import JobMessage
-from runs_fleet_core.ports.queue import DeadLetter, Delivery
+from runs_fleet_core.ports.queue import DeadLetter, Delivery, Redriven
 from runs_fleet_valkey import queue_scripts
 from runs_fleet_valkey.client import backend_errors, connect, server_address
+from runs_fleet_valkey.deadletters import DeadLetterStream
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -56,7 +58,6 @@ DEFAULT_MAX_LENGTH = 100_000
 DEFAULT_DEDUP_TTL_S = 86_400.0
 _BLOCK_SLICE_S = 1.0
 """Longest single blocking read: between reads, due retries and idle entries are looked at."""
-_PAGE = 500
 
 ScriptArg = str | int | float
 Raw = tuple[str, str, int, int]
@@ -139,6 +140,15 @@ class ValkeyQueue:
         self._retry = client.register_script(queue_scripts.RETRY)
         self._bury = client.register_script(queue_scripts.DEAD_LETTER)
         self._forget = client.register_script(queue_scripts.FORGET_CONSUMER)
+        self._dead = DeadLetterStream(
+            client,
+            stream=name,
+            dead=self._keys[2],
+            dedup_prefix=self._dedup_prefix,
+            max_length=max_length,
+            dedup_ttl_ms=self._dedup_ttl_ms,
+            converter=self._converter,
+        )
 
     @classmethod
     def from_url(cls, url: str, *, socket_timeout_s: float = 10.0, **options: Any) -> ValkeyQueue:
@@ -232,33 +242,21 @@ class ValkeyQueue:
             await self._grouped(lambda: self._bury(keys=self._keys, args=args))
 
     async def dead_letters(self) -> Sequence[DeadLetter]:
-        """The dead-lettered messages, oldest first (read in pages). An entry that does
-        not hold a readable message is skipped with a warning naming it."""
-        dead: list[DeadLetter] = []
-        start = "-"
+        """The dead letters, oldest first; an entry without a readable message is listed
+        with ``message=None``."""
         with backend_errors("dead-letter listing"):
-            while True:
-                page = cast(
-                    "list[tuple[str, dict[str, str]]]",
-                    await self._client.xrange(self.dead_letter_stream, start, "+", _PAGE),
-                )
-                for entry_id, fields in page:
-                    letter = self._dead_letter(entry_id, fields)
-                    if letter is not None:
-                        dead.append(letter)
-                if len(page) < _PAGE:
-                    return dead
-                start = f"({page[-1][0]}"
+            return await self._dead.listing()
 
-    def _dead_letter(self, entry_id: str, fields: dict[str, str]) -> DeadLetter | None:
-        try:
-            message = loads(self._converter, fields["payload"], JobMessage)
-            return DeadLetter(
-                message=message, reason=fields["reason"], attempts=int(fields["attempts"])
-            )
-        except (KeyError, ValueError) as exc:
-            _log.warning("skipping unreadable dead letter %s: %s", entry_id, exc)
-            return None
+    async def redrive(self, ids: Sequence[str] | None = None) -> Redriven:
+        """Send dead letters back as fresh messages, each added and removed in one
+        script (see :mod:`runs_fleet_valkey.deadletters`)."""
+        with backend_errors("redrive"):
+            return await self._dead.redrive(ids)
+
+    async def purge(self, ids: Sequence[str]) -> Sequence[str]:
+        """Delete the dead letters ``ids``; those that were there."""
+        with backend_errors("dead-letter purge"):
+            return await self._dead.purge(ids)
 
     async def _grouped(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` with the consumer group in place, creating it (again) when the
@@ -309,7 +307,9 @@ class ValkeyQueue:
         )
         raws: list[Raw] = []
         for entry_id, fields in _entries(reply, self.name):
-            raw = (entry_id, fields.get("payload", ""), int(fields.get("attempts", 0)) + 1, 1)
+            attempts = fields.get("attempts", "")
+            before = int(attempts) if attempts.isdigit() else 0  # as the scripts read it
+            raw = (entry_id, fields.get("payload", ""), before + 1, 1)
             if raw[2] > self.max_attempts:  # not written by this adapter, but be safe
                 await self._bury(keys=self._keys, args=self._bury_args(raw, self._reason))
                 continue

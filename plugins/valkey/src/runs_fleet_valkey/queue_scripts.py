@@ -12,7 +12,10 @@ e.g. ``{runs-fleet}:jobs``).
 
 Stream entries carry ``payload`` (the message as JSON), ``dedup`` (its dedup id) and
 ``attempts`` (deliveries before this entry: a retry re-adds the message as a new entry
-that remembers them). A delivery's attempt is ``attempts`` plus the entry's delivery
+that remembers them). An entry written by anyone else may lack any of them or hold
+nonsense: the scripts read it with defaults (empty payload and dedup id, no attempts),
+so it is handed out once and dead-lettered as unreadable instead of failing every
+receive of every consumer. A delivery's attempt is ``attempts`` plus the entry's delivery
 counter in the consumer group's pending list; a receipt is ``<entry id>/<counter>``.
 Times (retry due times) come from the server's clock, as idle times do.
 """
@@ -21,8 +24,9 @@ from __future__ import annotations
 
 _HELPERS = """
 local function fields(flat)
-  local t = {}
+  local t = {payload = '', dedup = ''}
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  t.attempts = tonumber(t.attempts) or 0
   return t
 end
 
@@ -93,7 +97,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now_ms(),
 end
 
 local function offer(id, f, counter)
-  local attempt = tonumber(f.attempts) + counter
+  local attempt = f.attempts + counter
   if attempt > max then
     bury(stream, dead, group, id, f, attempt - 1, reason, prefix)
   else
@@ -147,7 +151,7 @@ DEAD_LETTER = (
 -- ARGV: group, entry id, delivery counter, dedup prefix, reason.
 local f = live(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]))
 if not f then return 0 end
-local attempts = tonumber(f.attempts) + tonumber(ARGV[3])
+local attempts = f.attempts + tonumber(ARGV[3])
 bury(KEYS[1], KEYS[3], ARGV[1], ARGV[2], f, attempts, ARGV[5], ARGV[4])
 return 1
 """
@@ -163,7 +167,7 @@ local stream, delayed = KEYS[1], KEYS[2]
 local group, id, counter = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local f = live(stream, group, id, counter)
 if not f then return 0 end
-local attempts = tonumber(f.attempts) + counter
+local attempts = f.attempts + counter
 if attempts >= tonumber(ARGV[6]) then
   bury(stream, KEYS[3], group, id, f, attempts, ARGV[7], ARGV[4])
   return 2
@@ -186,3 +190,27 @@ if not ok or #pending > 0 then return 0 end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+
+REDRIVE = (
+    _HELPERS
+    + SEND_FUNCTION
+    + """
+-- KEYS: stream, dead-letter stream. ARGV: dedup prefix, max length, dedup TTL (ms),
+--       then (dead-letter entry id, dedup id) pairs. Each dead letter still there is
+-- sent again as a new message (dropped as a duplicate if its dedup id is live: the
+-- queue holds it already) and removed, in one step. Returns the ids moved.
+local stream, dead = KEYS[1], KEYS[2]
+local prefix, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
+local moved = {}
+for i = 4, #ARGV - 1, 2 do
+  local id, dedup = ARGV[i], ARGV[i + 1]
+  local e = redis.call('XRANGE', dead, id, id)
+  if #e > 0 then
+    send(stream, prefix .. dedup, fields(e[1][2]).payload, dedup, maxlen, ttl)
+    redis.call('XDEL', dead, id)
+    table.insert(moved, id)
+  end
+end
+return moved
+"""
+)
