@@ -99,7 +99,12 @@ class Healer:
                 self.metrics.increment("healing_errors")
                 _log.warning("job %s: GitHub's view of it is unavailable: %s", job.job_id, exc)
                 continue
-            outcome = await self._settle(job, report)
+            try:
+                outcome = await self._settle(job, report)
+            except ConflictError:
+                # the job moved on meanwhile (a webhook, a report): the next pass looks again
+                self.metrics.increment("healing_conflicts")
+                continue
             if outcome:
                 done[outcome].append(int(job.job_id))
                 self.metrics.increment("jobs_healed", labels={"how": outcome})
@@ -157,8 +162,6 @@ class Healer:
                     expect_version=job.version,
                 )
             return "failed"
-        await self._remove_runner(job)
-        await self.completion.forget_runner(job)
         spec = job.spec.for_job(job.job_id, job.repository, job.attempt + 1)
         before_launch = job.status in (JobStatus.QUEUED, JobStatus.CLAIMED)
         requeued = job.next_attempt(
@@ -167,7 +170,11 @@ class Healer:
             at=self.clock.now(),
             reason=f"attempt {job.attempt} never got a runner GitHub saw; dispatched again",
         )
+        # the next attempt is recorded before the old runner goes: its "gone" event
+        # then names no runner of this job, instead of requeueing it a second time
         stored = await self.state.put_job(requeued, expect_version=job.version)
+        await self._remove_runner(job)
+        await self.completion.forget_runner(job)
         await self.queue.send(
             JobMessage.for_job(stored, enqueued_at=stored.enqueued_at or stored.created_at)
         )

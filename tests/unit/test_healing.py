@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from runs_fleet_core.domain.ids import JobId
+from typing import Any
+
+import attrs
+
+from runs_fleet_core.domain.ids import JobId, RunnerId
 from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.domain.messages import WorkflowJobAction
 from runs_fleet_core.domain.runner import RunnerPhase
@@ -170,3 +174,66 @@ async def test_a_job_github_runs_on_its_runner_is_never_relaunched(world: World)
     report = await _healer(world).heal()
     assert report.checked == (1,) and report.relaunched == () and report.started == ()
     assert (await _job(world, 1)).attempt == 1
+
+
+class _Watching:
+    """A provider that notes, when a runner is terminated, which job still holds it
+    (its "gone" event would be handled against that job)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.holders: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.world.provider, name)
+
+    async def terminate_runner(self, runner_id: RunnerId) -> None:
+        jobs = await self.world.state.list_jobs()
+        self.holders += [int(j.job_id) for j in jobs if j.runner_id == runner_id]
+        await self.world.provider.terminate_runner(runner_id)
+
+
+async def test_a_relaunched_jobs_old_runner_goes_after_the_next_attempt_is_recorded(
+    world: World,
+) -> None:
+    """Its "gone" event then names no runner of the job, instead of requeueing it a
+    second time (which failed it as "runner lost again")."""
+    await _launched(world, 1)
+    world.github.jobs[JobId(1)] = JobStatusReport(job_id=JobId(1), status="queued")
+    world.clock.advance(901)
+    watching = _Watching(world)
+    healer = attrs.evolve(_healer(world), providers={"memory": watching})
+    assert (await healer.heal()).relaunched == (1,)
+    assert watching.holders == []
+
+
+class _Racing:
+    """A state store where job 1 changes (a webhook, a report) right before the
+    healer writes it."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.raced = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.world.state, name)
+
+    async def put_job(self, job: Job, *, expect_version: int | None) -> Job:
+        if job.job_id == JobId(1) and not self.raced:
+            self.raced = True
+            current = await _job(self.world, 1)
+            await self.world.state.put_job(current, expect_version=current.version)
+        return await self.world.state.put_job(job, expect_version=expect_version)
+
+
+async def test_a_job_that_moves_on_while_being_healed_leaves_the_pass_going(
+    world: World,
+) -> None:
+    for job_id in (1, 2):
+        await _launched(world, job_id)
+        world.github.jobs[JobId(job_id)] = JobStatusReport(job_id=JobId(job_id), status="queued")
+    world.clock.advance(901)
+    healer = attrs.evolve(_healer(world), state=_Racing(world))
+    assert (await healer.heal()).relaunched == (2,)
+    assert world.metrics.count("healing_conflicts") == 1
+    assert (await _job(world, 1)).attempt == 1  # looked at again by the next pass
