@@ -104,6 +104,7 @@ def build_leadership(
             clock=adapters.clock,
             metrics=adapters.metrics,
             demand={**wanted, **(demand or {})},
+            fence=leadership.confirm,
         )
         await retire_idle_pools(
             state=adapters.state,
@@ -130,7 +131,7 @@ def build_leadership(
             after_s=discover_after_s,
         )
         chores.append(("discovery", discovery.discover))
-    return Leadership(
+    leadership = Leadership(
         state=adapters.state,
         clock=adapters.clock,
         metrics=adapters.metrics,
@@ -138,6 +139,7 @@ def build_leadership(
         chores=chores,
         ttl_s=lease_s,
     )
+    return leadership
 
 
 async def run_scheduler(

@@ -2,6 +2,11 @@
 
 The planning itself lives in ``planning.py`` as a pure function; this module holds the
 values it reads and returns.
+
+Scale-down reserves each runner in the StateStore before stopping or terminating it, by
+binding it to :data:`SCALE_DOWN_RESERVATION` through the same atomic assignment that
+dispatch uses to claim a runner for a job: a runner holding a job cannot be reserved,
+and a reserved one cannot be claimed until the reservation is released.
 """
 
 from __future__ import annotations
@@ -10,9 +15,14 @@ import re
 
 import attrs
 
-from runs_fleet_core.domain.ids import RunnerId
+from runs_fleet_core.domain.ids import JobId, RunnerId
 
 POOL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+SCALE_DOWN_RESERVATION = JobId(0)
+"""The job a runner is bound to while the pool loop stops or terminates it. GitHub's job
+ids start at 1, so no real job ever has it; every store can hold it (a Kubernetes label
+value, a DynamoDB number, a Valkey field) where a negative id would not."""
 
 
 @attrs.frozen(kw_only=True)

@@ -44,7 +44,11 @@ class StateStore(Protocol):
     # -- runner assignments (the busy signal) ---------------------------------------
     async def assign_runner(self, runner_id: RunnerId, job_id: JobId, at: datetime) -> bool:
         """Atomically bind ``runner_id`` to ``job_id``; ``False`` if the runner is
-        already bound to any job (including this one: one bind wins)."""
+        already bound to any job (including this one: one bind wins).
+
+        The pool loop reserves a runner it is about to stop or terminate by binding it
+        to ``SCALE_DOWN_RESERVATION`` (job id 0, see ``runs_fleet_core.domain.pool``),
+        so every store must keep that id like any other."""
         ...
 
     async def get_assignment(self, runner_id: RunnerId) -> RunnerAssignment | None: ...

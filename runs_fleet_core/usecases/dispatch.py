@@ -233,10 +233,10 @@ class Dispatcher:
             "job %s: warm runner %s did not start (%s); cold start", job.job_id, runner_id, exc
         )
         await self.configs.delete(runner_id)
-        await self.state.release_runner(runner_id, job.job_id)
-        if not isinstance(exc, NotFoundError):
+        if not isinstance(exc, NotFoundError):  # stopped while still ours: none can take it
             with contextlib.suppress(NotFoundError, AdapterError):
                 await pools.stop_runners([runner_id])
+        await self.state.release_runner(runner_id, job.job_id)
         reason = "gone" if isinstance(exc, NotFoundError) else "start_failed"
         self.metrics.increment("pool_misses", labels={"pool": job.spec.pool, "reason": reason})
 

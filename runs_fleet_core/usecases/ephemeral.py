@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from runs_fleet_core.domain.demand import last_activity, recent_demand
-from runs_fleet_core.domain.ids import RunnerId
 from runs_fleet_core.domain.job import Job
 from runs_fleet_core.domain.pool import PoolConfig
 from runs_fleet_core.domain.runner import RunnerPhase
@@ -28,6 +27,7 @@ from runs_fleet_core.ports.compute import PoolProvider
 from runs_fleet_core.ports.observe import Clock, Metrics
 from runs_fleet_core.ports.state import StateStore
 from runs_fleet_core.settings import Kind, Setting
+from runs_fleet_core.usecases.pools import ScaleDown, scale_down
 
 _log = logging.getLogger(__name__)
 
@@ -215,9 +215,9 @@ async def _retire(
     labels = {"pool": name}
     runners = await provider.list_pool_runners(name)
     listed = sorted(r.runner_id for r in runners if r.phase is not RunnerPhase.TERMINATED)
-    free = await _free(listed, state, metrics, name)
+    scale = ScaleDown(state=state, clock=clock, metrics=metrics, pool=name)
+    free = await scale_down(provider.terminate_runners, listed, scale)
     if free:
-        await provider.terminate_runners(free)
         metrics.increment("ephemeral_pool_runners_terminated", len(free), labels=labels)
     left = [
         r for r in await provider.list_pool_runners(name) if r.phase is not RunnerPhase.TERMINATED
@@ -232,18 +232,3 @@ async def _retire(
     _log.info("pool %s: ephemeral pool retired after %.0f s without jobs", name, idle_s)
     metrics.increment("ephemeral_pools_retired", labels=labels)
     return True
-
-
-async def _free(
-    runner_ids: Sequence[RunnerId], state: StateStore, metrics: Metrics, pool: str
-) -> list[RunnerId]:
-    """The runners among ``runner_ids`` that hold no job, each read from the StateStore
-    right before it would go (a bulk listing read earlier could miss a fresh claim)."""
-    free: list[RunnerId] = []
-    for runner_id in runner_ids:
-        if await state.get_assignment(runner_id) is None:
-            free.append(runner_id)
-        else:
-            _log.info("pool %s: runner %s holds a job; kept", pool, runner_id)
-            metrics.increment("pool_scale_down_skipped", labels={"pool": pool})
-    return free

@@ -2,9 +2,11 @@
 
 Every replica calls :meth:`Leadership.tick` on a timer. A tick takes or renews the
 StateStore lease; only the holder runs the chores. The lease expires on its own when a
-leader dies, so another replica takes over within one TTL; a leader that loses the lease
-mid-tick finds out at its next renewal and stops acting. The fencing token of the lease
-is kept so that chores can tell an old leader's writes from the current one's.
+leader dies, so another replica takes over within one TTL. A leader paused past its TTL
+may wake up mid-tick after another replica took over: the lease is confirmed (renewed
+under its fencing token, which the StateStore refuses once another holding began) before
+each chore after the first, and a chore that acts on shared resources takes
+:meth:`Leadership.confirm` as its fence and confirms right before each action.
 """
 
 from __future__ import annotations
@@ -45,12 +47,28 @@ class Leadership:
         self.metrics.gauge("scheduler_leader", 1.0 if self.leading else 0.0)
         if not self.leading:
             return False
-        for chore_name, chore in self.chores:
+        for index, (chore_name, chore) in enumerate(self.chores):
+            if index and not await self.confirm():
+                self.metrics.increment("scheduler_lease_lost", labels={"chore": chore_name})
+                return False
             try:
                 await chore()
             except AdapterError:
                 self.metrics.increment("scheduler_chore_errors", labels={"chore": chore_name})
         return True
+
+    async def confirm(self) -> bool:
+        """Whether this replica still holds the lease, as the StateStore decides now.
+
+        The lease is renewed under its fencing token, so the answer is ``False`` as soon
+        as another replica has taken the lease (or it was released), whatever this
+        replica's clock says; this replica then leads no more until a tick acquires the
+        lease again. Pass it as the ``fence`` of a chore that must stop acting then.
+        """
+        if self.lease is None:
+            return False
+        self.lease = await self.state.renew_lease(self.lease, self.ttl_s, self.clock.now())
+        return self.lease is not None
 
     async def _hold(self) -> None:
         now = self.clock.now()

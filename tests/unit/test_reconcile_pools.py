@@ -9,7 +9,7 @@ import pytest
 
 from runs_fleet_core.domain.ids import JobId, RunnerId
 from runs_fleet_core.domain.planning import count_idle
-from runs_fleet_core.domain.pool import PoolConfig, PoolPlan
+from runs_fleet_core.domain.pool import SCALE_DOWN_RESERVATION, PoolConfig, PoolPlan
 from runs_fleet_core.domain.runner import PoolRunner, RunnerAssignment
 from runs_fleet_core.errors import NotFoundError, ProviderError
 from runs_fleet_core.testing.memory import (
@@ -18,7 +18,7 @@ from runs_fleet_core.testing.memory import (
     MemoryStateStore,
     RecordingMetrics,
 )
-from runs_fleet_core.usecases.pools import reconcile_pools
+from runs_fleet_core.usecases.pools import STALE_RESERVATION_S, reconcile_pools
 
 ACTIONS = {"start", "stop", "terminate"}
 
@@ -213,3 +213,104 @@ async def test_stopped_runners_are_started_before_new_ones_are_created() -> None
     assert ("start", stopped) in [(m, sorted(r)) for m, r in fleet.provider.calls]
     assert fleet.metrics.count("pool_runners_started", pool="warm") == 2
     assert await fleet.idle("warm") == (3, 0)
+
+
+class ClaimingPoolProvider(MemoryPoolProvider):
+    """A backend where a dispatcher claims each runner in the instant between the pool
+    loop's decision and the stop or terminate call reaching the cloud."""
+
+    def __init__(self, clock: ManualClock, state: MemoryStateStore) -> None:
+        super().__init__(clock, name="memory")
+        self.state = state
+        self.claims: list[bool] = []
+        self.busy_when_acted: list[RunnerId] = []
+
+    async def stop_runners(self, runner_ids: Sequence[RunnerId]) -> None:
+        await self._claim_then_check(runner_ids)
+        await super().stop_runners(runner_ids)
+
+    async def terminate_runners(self, runner_ids: Sequence[RunnerId]) -> None:
+        await self._claim_then_check(runner_ids)
+        await super().terminate_runners(runner_ids)
+
+    async def _claim_then_check(self, runner_ids: Sequence[RunnerId]) -> None:
+        for runner_id in runner_ids:
+            self.claims.append(
+                await self.state.assign_runner(runner_id, JobId(500), self._clock.now())
+            )
+            assignment = await self.state.get_assignment(runner_id)
+            if assignment is not None and assignment.job_id != SCALE_DOWN_RESERVATION:
+                self.busy_when_acted.append(runner_id)
+
+
+@pytest.mark.parametrize(("stopped", "verb"), [(1, "stop"), (0, "terminate")])
+async def test_a_claim_racing_the_scale_down_call_cannot_take_the_runner(
+    stopped: int, verb: str
+) -> None:
+    fleet = Fleet()
+    claiming = ClaimingPoolProvider(fleet.clock, fleet.state)
+    fleet.providers["memory"] = fleet.provider = claiming
+    config = PoolConfig(name="warm", desired_running=1, idle_timeout_s=60)
+    await fleet.state.put_pool(config)
+    await fleet.reconcile()
+    (runner,) = await fleet.runner_ids("warm")
+    await fleet.state.put_pool(attrs.evolve(config, desired_running=0, desired_stopped=stopped))
+    fleet.clock.advance(3600)
+
+    await fleet.reconcile()
+
+    assert (verb, (runner,)) in claiming.calls
+    assert claiming.claims == [False]
+    assert claiming.busy_when_acted == []
+    assert await fleet.state.list_assignments() == []
+
+
+async def test_a_scaled_down_runner_is_released_and_can_be_claimed() -> None:
+    fleet = Fleet()
+    config = PoolConfig(name="warm", desired_running=1, idle_timeout_s=60)
+    await fleet.state.put_pool(config)
+    await fleet.reconcile()
+    (runner,) = await fleet.runner_ids("warm")
+    await fleet.state.put_pool(attrs.evolve(config, desired_running=0, desired_stopped=1))
+    fleet.clock.advance(3600)
+
+    (plan,) = await fleet.reconcile()
+
+    assert plan.stop == (runner,)
+    assert await fleet.state.list_assignments() == []
+    assert await fleet.state.assign_runner(runner, JobId(9), fleet.clock.now())
+
+
+async def test_reservations_are_released_when_the_scale_down_call_fails() -> None:
+    fleet = Fleet()
+    config = PoolConfig(name="warm", desired_running=2, idle_timeout_s=60)
+    await fleet.state.put_pool(config)
+    await fleet.reconcile()
+    await fleet.state.put_pool(attrs.evolve(config, desired_running=0))
+    fleet.clock.advance(3600)
+    fleet.provider.fail_next.append(ProviderError("throttled"))
+
+    assert await fleet.reconcile() == []
+
+    assert fleet.metrics.count("pool_reconcile_errors", reason="adapter_error") == 1
+    assert await fleet.state.list_assignments() == []
+    assert len(await fleet.runner_ids("warm")) == 2
+
+
+async def test_a_reservation_left_by_a_dead_pass_is_released_once_stale() -> None:
+    fleet = Fleet()
+    config = PoolConfig(name="warm", desired_running=1, idle_timeout_s=60)
+    await fleet.state.put_pool(config)
+    await fleet.reconcile()
+    (runner,) = await fleet.runner_ids("warm")
+    await fleet.state.assign_runner(runner, SCALE_DOWN_RESERVATION, fleet.clock.now())
+    await fleet.state.put_pool(attrs.evolve(config, desired_running=0))
+    fleet.clock.advance(STALE_RESERVATION_S - 1)
+
+    assert await fleet.reconcile() == [PoolPlan(pool="warm")]
+    assert await fleet.state.get_assignment(runner) is not None
+    fleet.clock.advance(1)
+
+    assert await fleet.reconcile() == [PoolPlan(pool="warm", terminate=(runner,))]
+    assert fleet.metrics.count("pool_reservations_expired") == 1
+    assert await fleet.state.list_assignments() == []

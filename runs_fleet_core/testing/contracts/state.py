@@ -16,7 +16,7 @@ import pytest
 
 from runs_fleet_core.domain.ids import JobId, RunId, RunnerId
 from runs_fleet_core.domain.job import Job, JobStatus
-from runs_fleet_core.domain.pool import PoolConfig, Schedule
+from runs_fleet_core.domain.pool import SCALE_DOWN_RESERVATION, PoolConfig, Schedule
 from runs_fleet_core.domain.spec import Arch, RunnerSpec
 from runs_fleet_core.errors import ConflictError
 from runs_fleet_core.ports.state import StateStore
@@ -227,6 +227,19 @@ class StateStoreContract:
             ("runner-1", 1),
             ("runner-2", 2),
         ]
+
+    async def test_a_scale_down_reservation_holds_a_runner_like_a_job(
+        self, state_store: StateStore, clock: ManualClock
+    ) -> None:
+        runner = RunnerId("runner-1")
+        assert await state_store.assign_runner(runner, SCALE_DOWN_RESERVATION, clock.now())
+        assert await state_store.assign_runner(runner, JobId(1), clock.now()) is False
+        listed = await state_store.list_assignments()
+        assert [(a.runner_id, a.job_id) for a in listed] == [(runner, SCALE_DOWN_RESERVATION)]
+        await state_store.release_runner(runner, JobId(1))
+        assert await state_store.get_assignment(runner) is not None
+        await state_store.release_runner(runner, SCALE_DOWN_RESERVATION)
+        assert await state_store.assign_runner(runner, JobId(1), clock.now()) is True
 
     # -- leases ----------------------------------------------------------------------
     async def test_a_free_lease_is_acquired_until_its_ttl(
