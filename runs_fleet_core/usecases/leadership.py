@@ -11,6 +11,7 @@ each chore after the first, and a chore that acts on shared resources takes
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
@@ -21,6 +22,8 @@ from runs_fleet_core.ports import Clock, Metrics, StateStore
 
 Chore = Callable[[], Awaitable[object]]
 DEFAULT_LEASE_S = 180.0
+
+_log = logging.getLogger(__name__)
 
 
 @attrs.define(kw_only=True)
@@ -43,19 +46,33 @@ class Leadership:
     async def tick(self) -> bool:
         """Take or keep the lease, then run every chore if leading. One failing chore
         is counted and does not stop the others. Returns whether this replica leads."""
-        await self._hold()
+        try:
+            await self._hold()
+        except AdapterError as exc:
+            # the state store is unreachable: a lease held stays valid until it expires
+            self.metrics.increment("scheduler_lease_errors")
+            _log.warning("scheduler lease %s not taken or renewed: %s", self.name, exc)
         self.metrics.gauge("scheduler_leader", 1.0 if self.leading else 0.0)
         if not self.leading:
             return False
         for index, (chore_name, chore) in enumerate(self.chores):
-            if index and not await self.confirm():
+            if index and not await self._still_leading():
                 self.metrics.increment("scheduler_lease_lost", labels={"chore": chore_name})
                 return False
             try:
                 await chore()
-            except AdapterError:
+            except AdapterError as exc:
                 self.metrics.increment("scheduler_chore_errors", labels={"chore": chore_name})
+                _log.warning("scheduler: %s failed, next round tries again: %s", chore_name, exc)
         return True
+
+    async def _still_leading(self) -> bool:
+        """:meth:`confirm`, where a state store that cannot answer means "no"."""
+        try:
+            return await self.confirm()
+        except AdapterError as exc:
+            _log.warning("scheduler lease %s not confirmed: %s", self.name, exc)
+            return False
 
     async def confirm(self) -> bool:
         """Whether this replica still holds the lease, as the StateStore decides now.

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from runs_fleet_core.errors import ProviderError
+from typing import Any
+
+import pytest
+
+from runs_fleet_core.errors import AdapterError, ProviderError
 from runs_fleet_core.testing.memory import ManualClock, MemoryStateStore, RecordingMetrics
 from runs_fleet_core.usecases.leadership import Leadership
 
@@ -84,3 +88,36 @@ async def test_a_failing_chore_is_counted_and_the_others_still_run() -> None:
     assert await leader.tick()
     assert log == ["ran"]
     assert metrics.count("scheduler_chore_errors", chore="pools") == 1
+
+
+class _Unreachable(MemoryStateStore):
+    """A state store that stops answering lease calls when ``down`` is set."""
+
+    down = False
+
+    async def renew_lease(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            raise AdapterError("state store unreachable", retryable=True)
+        return await super().renew_lease(*args, **kwargs)
+
+    async def acquire_lease(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            raise AdapterError("state store unreachable", retryable=True)
+        return await super().acquire_lease(*args, **kwargs)
+
+
+async def test_an_unreachable_state_store_is_a_logged_round_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state, clock, metrics, log = _Unreachable(), ManualClock(), RecordingMetrics(), []
+    leader = _replica(state, clock, "a", log, metrics)
+    assert await leader.tick()
+    state.down = True
+    clock.advance(10)
+    assert await leader.tick()  # its lease is still valid: it keeps leading until expiry
+    clock.advance(61)
+    assert not await leader.tick()
+    assert metrics.count("scheduler_lease_errors") == 2
+    assert "scheduler lease runs-fleet-scheduler not taken or renewed" in caplog.text
+    state.down = False
+    assert await leader.tick()
