@@ -282,5 +282,22 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         default=0.0,
         minimum=0,
     ),
+    _s(
+        "WEBHOOK_BAD_SIGNATURE_LIMIT",
+        "webhook requests with a missing or wrong signature one client address may send "
+        "within RUNS_FLEET_WEBHOOK_BAD_SIGNATURE_WINDOW_S before its further badly signed "
+        "ones are answered 429 (correctly signed ones never are); 0 turns the limit off",
+        kind=Kind.INT,
+        default=20,
+        minimum=0,
+    ),
+    _s(
+        "WEBHOOK_BAD_SIGNATURE_WINDOW_S",
+        "whole seconds over which RUNS_FLEET_WEBHOOK_BAD_SIGNATURE_LIMIT counts a client "
+        "address's badly signed webhook requests",
+        kind=Kind.INT,
+        default=60,
+        minimum=1,
+    ),
     *EPHEMERAL_POOL_SETTINGS,
 )

@@ -9,8 +9,10 @@ content (400), so nothing unsigned is ever parsed. The body is never logged.
 
 Status codes: 202 queued or duplicate (the same answer for every delivery of one job:
 a retried delivery looks like the first), 422 a label runs-fleet cannot honour (with
-the reason), 200 everything acknowledged without queueing (ping, other events and
-actions, jobs without a ``runs-fleet=`` label, started/finished jobs).
+the reason, again for each redelivery), 200 everything acknowledged without queueing
+(ping, other events and actions, jobs without a ``runs-fleet=`` label, started/finished
+jobs), 401 a missing or wrong signature, and 429 (with ``Retry-After``) for a client
+address that sent too many of those (see :mod:`runs_fleet_server.limits`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ import attrs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from runs_fleet_core.domain.ids import JobId
+from runs_fleet_core.domain.job import JobStatus
 from runs_fleet_core.domain.labels import MARKER
 from runs_fleet_core.domain.messages import WorkflowJobAction, WorkflowJobEvent
+from runs_fleet_core.ports import Clock
 from runs_fleet_core.usecases.intake import IntakeOutcome
 from runs_fleet_core.webhooks import (
     SIGNATURE_HEADER,
@@ -36,6 +41,7 @@ from runs_fleet_core.webhooks import (
 )
 from runs_fleet_server.bootstrap import Services
 from runs_fleet_server.common import UNAVAILABLE, BodyTooLarge, error, read_body
+from runs_fleet_server.limits import LIMIT_SETTING, WINDOW_SETTING, BadSignatureLimit
 
 _log = logging.getLogger(__name__)
 
@@ -59,9 +65,20 @@ Answer = tuple[str, str, Response]
 
 @attrs.define
 class WebhookEndpoint:
-    """The ``POST /webhook`` handler, bound to the process's services."""
+    """The ``POST /webhook`` handler, bound to the process's services. ``clock`` times
+    the limit on badly signed requests (default: the services' clock)."""
 
     services: Services
+    clock: Clock | None = None
+    _bad_signatures: BadSignatureLimit = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        settings = self.services.settings
+        self._bad_signatures = BadSignatureLimit(
+            limit=settings[LIMIT_SETTING],
+            window_s=settings[WINDOW_SETTING],
+            clock=self.clock or self.services.adapters.clock,
+        )
 
     async def handle(self, request: Request) -> Response:
         """Check, parse and act on one delivery; count it by event kind and outcome."""
@@ -79,8 +96,7 @@ class WebhookEndpoint:
             return "unknown", "too_large", error(413, f"the body is over {BODY_LIMIT} bytes")
         header = request.headers.get(SIGNATURE_HEADER)
         if not verify_signature(self.services.webhook_secret, body, header):
-            why = "is missing" if header is None else "does not match the body"
-            return "unknown", "bad_signature", error(401, f"the {SIGNATURE_HEADER} header {why}")
+            return self._refuse(request, header)
         event = request.headers.get("x-github-event", "")
         if not event:
             return "unknown", "malformed", error(400, "the X-GitHub-Event header is missing")
@@ -99,6 +115,40 @@ class WebhookEndpoint:
         if parsed is None:
             return kind, "ignored", JSONResponse({"outcome": "ignored"})
         return await self._act(parsed)
+
+    def _refuse(self, request: Request, header: str | None) -> Answer:
+        """The answer to a request whose signature is missing or wrong: 401, or 429
+        once its source sent too many (logged once per window, not per request)."""
+        source = request.client.host if request.client else "unknown"
+        verdict = self._bad_signatures.count(source)
+        if verdict.limited:
+            if verdict.first:
+                _log.warning(
+                    "webhook requests from %s: %d with a missing or wrong %s header within "
+                    "%g s; its badly signed requests get 429 until the window ends",
+                    source,
+                    verdict.count,
+                    SIGNATURE_HEADER,
+                    self._bad_signatures.window_s,
+                )
+            message = (
+                f"too many requests with a missing or wrong {SIGNATURE_HEADER} header "
+                f"from this address; retry in {verdict.retry_after_s} s"
+            )
+            response = error(429, message)
+            response.headers["Retry-After"] = str(verdict.retry_after_s)
+            return "unknown", "rate_limited", response
+        why = "is missing" if header is None else "does not match the body"
+        delivery = request.headers.get("x-github-delivery", "")[:64]
+        _log.warning(
+            "webhook delivery %r from %s refused: the %s header %s (is the webhook secret "
+            "the same in GitHub and in runs-fleet?)",
+            delivery,
+            source,
+            SIGNATURE_HEADER,
+            why,
+        )
+        return "unknown", "bad_signature", error(401, f"the {SIGNATURE_HEADER} header {why}")
 
     async def _act(self, event: WorkflowJobEvent) -> Answer:
         try:
@@ -131,11 +181,21 @@ class WebhookEndpoint:
         """Hand the event to its use case: (outcome, HTTP status, extra body fields)."""
         if event.action is WorkflowJobAction.QUEUED:
             result = await self.services.intake.take(event)
-            extra = {"error": result.reason} if result.outcome is IntakeOutcome.REJECTED else {}
-            return result.outcome.value, _INTAKE_STATUS[result.outcome], extra
+            outcome = result.outcome
+            if outcome is IntakeOutcome.DUPLICATE and await self._rejected(event.job_id):
+                outcome = IntakeOutcome.REJECTED
+            extra = {"error": result.reason} if outcome is IntakeOutcome.REJECTED else {}
+            return outcome.value, _INTAKE_STATUS[outcome], extra
         if not any(label.strip().lower().startswith(MARKER) for label in event.labels):
             return "ignored", 200, {}
         completion = self.services.completion
         if event.action is WorkflowJobAction.IN_PROGRESS:
             return (await completion.job_started(event)).value, 200, {}
         return (await completion.job_finished(event)).value, 200, {}
+
+    async def _rejected(self, job_id: JobId) -> bool:
+        """Whether ``job_id`` is recorded as rejected. A redelivery of a job whose label
+        was refused gets the first delivery's 422 again, not the 202 of a duplicate,
+        which would say the job was queued."""
+        job = await self.services.adapters.state.get_job(job_id)
+        return job is not None and job.status is JobStatus.REJECTED

@@ -30,6 +30,8 @@ RAM_LIMITS = (1, 32768)
 GEN_LIMITS = (1, 10)
 DISK_LIMITS = (1, 16384)
 MAX_FAMILIES = 20
+SHOWN_MAX = 80
+"""Longest part of a label an error message quotes; a longer one is cut."""
 
 KNOWN_KEYS = (
     "runner", "cpu", "ram", "arch", "family", "gen", "disk", "pool", "spot", "private",
@@ -91,8 +93,17 @@ class _Invalid(Exception):
     """A value problem, before it is tied to the segment that caused it."""
 
 
+def quote(text: str) -> str:
+    """``text`` as a message quotes a part of a label: cut to :data:`SHOWN_MAX` characters,
+    unprintable ones escaped (``\\x1b``). Quoted raw, a control sequence in a workflow
+    would reach an operator's terminal, and a lone surrogate could not even be encoded."""
+    cut = text if len(text) <= SHOWN_MAX else text[: SHOWN_MAX - 3] + "..."
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in cut)
+    return f"'{shown}'"
+
+
 def _error(segment: str, message: str) -> LabelError:
-    return LabelError(f"segment '{segment}': {message}", segment=segment)
+    return LabelError(f"segment {quote(segment)}: {message}", segment=segment)
 
 
 class _Setting(NamedTuple):
@@ -121,13 +132,13 @@ def parse_runs_on(
     for label in (text.strip() for text in given):
         if marker is None and label.lower().startswith(MARKER):
             raise LabelError(
-                f"label '{label}': the marker must be written in lower case as '{MARKER}'",
+                f"label {quote(label)}: the marker must be written in lower case as '{MARKER}'",
                 segment=label,
             )
         if marker is not None and label.startswith(MARKER) and label != marker.strip():
             raise LabelError(
-                f"label '{label}': only one runs-fleet label per job is allowed, and "
-                f"'{marker.strip()}' was given first; merge them into one label",
+                f"label {quote(label)}: only one runs-fleet label per job is allowed, and "
+                f"{quote(marker.strip())} was given first; merge them into one label",
                 segment=label,
             )
     if marker is None:
@@ -147,7 +158,7 @@ def parse_label(label: str, *, defaults: LabelDefaults = _DEFAULTS) -> RunnerSpe
     _reject_expressions(text)
     if not text.startswith(MARKER):
         raise LabelError(
-            f"label '{text}': a runs-fleet label starts with '{MARKER}' followed by the run "
+            f"label {quote(text)}: a runs-fleet label starts with '{MARKER}' followed by the run "
             "id, for example runs-fleet=${{ github.run_id }}/cpu=4",
             segment=text,
         )
@@ -170,17 +181,17 @@ def validate_presets(
     for name, spec in presets.items():
         if not isinstance(name, str) or not _PRESET_NAME_RE.fullmatch(name):
             problems.append(
-                f"preset '{name}': a preset name is 1-63 characters of lower-case letters, "
-                "digits, '.', '_' and '-', starting with a letter or digit"
+                f"preset {quote(str(name))}: a preset name is 1-63 characters of lower-case "
+                "letters, digits, '.', '_' and '-', starting with a letter or digit"
             )
             continue
         if not isinstance(spec, str):
-            problems.append(f"preset '{name}': the spec must be a string such as 'cpu=4'")
+            problems.append(f"preset {quote(name)}: the spec must be a string such as 'cpu=4'")
             continue
         try:
             _operator_preset(spec, defaults)
         except LabelError as error:
-            problems.append(f"preset '{name}': {error}")
+            problems.append(f"preset {quote(name)}: {error}")
     return problems
 
 
@@ -227,7 +238,7 @@ def _parse_segments(
         if key in settings:
             raise _error(
                 segment,
-                f"key '{key}' is already set by '{settings[key].segment}'; give each key once",
+                f"key '{key}' is already set by {quote(settings[key].segment)}; give each key once",
             )
         if key == "runner":
             if not allow_runner:
@@ -244,7 +255,7 @@ def _parse_segments(
 def _split_segment(segment: str, label: str) -> tuple[str, str]:
     if not segment:
         raise LabelError(
-            f"label '{label}': has an empty segment ('//' or a '/' at the end); remove it",
+            f"label {quote(label)}: has an empty segment ('//' or a '/' at the end); remove it",
             segment=label,
         )
     if any(ch.isspace() for ch in segment):
@@ -263,10 +274,10 @@ def _split_segment(segment: str, label: str) -> tuple[str, str]:
 
 def _unknown_key(key: str) -> str:
     if key.lower() in KNOWN_KEYS:
-        return f"keys are lower case: write '{key.lower()}'"
+        return f"keys are lower case: write {quote(key.lower())}"
     close = difflib.get_close_matches(key.lower(), KNOWN_KEYS, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown key '{key}'; known keys: {_KEYS}{hint}"
+    return f"unknown key {quote(key)}; known keys: {_KEYS}{hint}"
 
 
 def _apply_preset(explicit: dict[str, _Setting], defaults: LabelDefaults) -> dict[str, _Setting]:
@@ -280,7 +291,7 @@ def _apply_preset(explicit: dict[str, _Setting], defaults: LabelDefaults) -> dic
         if implied is not None and implied.fields != setting.fields:
             raise _error(
                 setting.segment,
-                f"contradicts '{runner.segment}', which already means {implied.segment}; "
+                f"contradicts {quote(runner.segment)}, which already means {implied.segment}; "
                 "remove one or make them agree",
             )
     return {**from_preset, **explicit}
@@ -293,7 +304,7 @@ def _expand_preset(name: str, segment: str, defaults: LabelDefaults) -> dict[str
         except LabelError as error:
             raise _error(
                 segment,
-                f"preset '{name}' from the runs-fleet configuration is invalid ({error}); "
+                f"preset {quote(name)} from the runs-fleet configuration is invalid ({error}); "
                 "ask your runs-fleet operator to fix it",
             ) from None
     generic = _GENERIC_PRESET_RE.fullmatch(name)
@@ -303,7 +314,7 @@ def _expand_preset(name: str, segment: str, defaults: LabelDefaults) -> dict[str
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise _error(
             segment,
-            f"unknown runner preset '{name}'; use the generic form {_GENERIC_FORM}, or a "
+            f"unknown runner preset {quote(name)}; use the generic form {_GENERIC_FORM}, or a "
             f"preset of this installation ({configured}){hint}",
         )
     cpu, os_name, arch = generic.groups()
@@ -330,7 +341,8 @@ def _number(key: str, text: str, limits: tuple[int, int], unit: str) -> int:
         raise _Invalid(_USAGE[key])
     low, high = limits
     if len(text) > 9 or not low <= int(text) <= high:
-        raise _Invalid(f"{key} must be between {low} and {high} {unit}".rstrip() + f", got {text}")
+        got = text if len(text) <= 20 else f"a number of {len(text)} digits"
+        raise _Invalid(f"{key} must be between {low} and {high} {unit}".rstrip() + f", got {got}")
     return int(text)
 
 
@@ -386,7 +398,7 @@ def _families(value: str) -> tuple[str, ...]:
             raise _Invalid(f"{usage}; an empty name is not allowed")
         if not _FAMILY_RE.fullmatch(name):
             raise _Invalid(
-                f"'{name}' is not an instance family: use lower-case letters, digits and "
+                f"{quote(name)} is not an instance family: use lower-case letters, digits and "
                 f"'-', starting with a letter; {usage}"
             )
     repeated = sorted({name for name in names if names.count(name) > 1})

@@ -30,16 +30,19 @@ from jsonschema import Draft7Validator
 from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from runs_fleet_core.domain.ids import JobId, RunnerId
 from runs_fleet_core.domain.runner import RunnerConfig
 from runs_fleet_core.domain.tokens import report_token
 from runs_fleet_core.errors import AdapterError
-from runs_fleet_core.testing.memory import MemoryProvider, MemoryQueue
+from runs_fleet_core.testing.memory import ManualClock, MemoryProvider, MemoryQueue
 from runs_fleet_core.webhooks import parse_workflow_job, signature
 from runs_fleet_server.app import create_app
 from runs_fleet_server.bootstrap import Services, build_services
 from runs_fleet_server.serve import listen, serve, work, work_only
+from runs_fleet_server.webhook import WebhookEndpoint
 
 SECRET = "integration-webhook-secret"
 GITHUB = Path(__file__).parents[1] / "fixtures" / "github"
@@ -688,3 +691,154 @@ def test_serve_runs_until_sigterm_and_exits_0() -> None:
             process.communicate()
     assert process.returncode == 0, stderr
     assert "shutting down" in stderr and "Traceback" not in stderr
+
+
+# -- what fuzzing found ------------------------------------------------------------------
+
+
+async def test_a_label_with_a_lone_surrogate_or_a_control_sequence_is_a_422_not_a_500() -> None:
+    """Quoted raw in the reason, a lone surrogate made the 422 unencodable (a 500)."""
+    async with running() as server:
+        for job_id, label in [(1101, "runs-fleet=1/cpu=\ud800"), (1102, "runs-fleet=1\x1b[2J")]:
+            response = await server.webhook(job_payload("queued.payload.json", job_id, label=label))
+            assert response.status_code == 422, response.text
+            reason = response.json()["error"]
+            assert reason.isprintable() and ("\\ud800" in reason or "\\x1b[2J" in reason)
+            assert (await server.job(job_id)).json()["reason"] == reason
+
+
+async def test_a_redelivered_rejected_job_is_refused_again_not_acknowledged() -> None:
+    """A redelivery of a rejected job was answered 202 "duplicate", as if it were queued."""
+    async with running() as server:
+        payload = job_payload("queued.payload.json", 1103, label="runs-fleet=1/arch=sparc")
+        first = await server.webhook(payload, delivery="d-1103-a")
+        again = await server.webhook(payload, delivery="d-1103-b")
+        assert first.status_code == again.status_code == 422
+        assert again.json() == first.json()
+        assert server.queue.pending_count() == 0
+
+
+# -- the limit on badly signed webhooks --------------------------------------------------
+
+
+def _as(app: Any, address: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 4242))
+    return httpx.AsyncClient(transport=transport, base_url="http://runs-fleet")
+
+
+async def _badly_signed(client: httpx.AsyncClient, count: int) -> list[httpx.Response]:
+    headers = {"X-GitHub-Event": "workflow_job", "X-Hub-Signature-256": "sha256=" + "0" * 64}
+    return [await client.post("/webhook", content=b"{}", headers=headers) for _ in range(count)]
+
+
+def _signed_headers(body: bytes) -> dict[str, str]:
+    return {"X-GitHub-Event": "workflow_job", "X-Hub-Signature-256": signature(SECRET, body)}
+
+
+async def test_an_address_sending_too_many_bad_signatures_gets_429_but_signed_ones_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running(RUNS_FLEET_WEBHOOK_BAD_SIGNATURE_LIMIT="3") as server:
+        refused = [await server.webhook(b"{}", sign=sign) for sign in (None, "wrong", None)]
+        assert [r.status_code for r in refused] == [401, 401, 401]
+        limited = [await server.webhook(b"{}", sign="wrong") for _ in range(2)]
+        assert [r.status_code for r in limited] == [429, 429]
+        assert all(1 <= int(r.headers["Retry-After"]) <= 60 for r in limited)
+        assert "X-Hub-Signature-256" in limited[0].json()["error"]
+        signed = await server.webhook(job_payload("queued.payload.json", 1104))
+        assert signed.status_code == 202, "a signed request is never limited"
+        metrics = (await server.client.get("/metrics")).text
+    samples = {
+        s.labels["outcome"]: s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+        if s.name == "runs_fleet_webhooks_received_total"
+    }
+    assert (samples["bad_signature"], samples["rate_limited"], samples["queued"]) == (3, 2, 1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "runs_fleet_server.webhook"]
+    assert len([line for line in lines if "refused" in line]) == 3
+    starts = [line for line in lines if "get 429" in line]
+    assert len(starts) == 1 and "127.0.0.1" in starts[0] and ": 4 with" in starts[0]
+    assert not any("sha256=" in line for line in caplog.messages)
+
+
+async def test_the_limit_counts_each_address_apart() -> None:
+    services = build_services(
+        {
+            "RUNS_FLEET_MODE": "memory",
+            "RUNS_FLEET_GITHUB_WEBHOOK_SECRET": SECRET,
+            "RUNS_FLEET_WEBHOOK_BAD_SIGNATURE_LIMIT": "2",
+        }
+    )
+    app = create_app(services)
+    async with _as(app, "203.0.113.7") as attacker, _as(app, "198.51.100.1") as other:
+        assert [r.status_code for r in await _badly_signed(attacker, 3)] == [401, 401, 429]
+        assert [r.status_code for r in await _badly_signed(other, 2)] == [401, 401]
+        body = json.dumps(job_payload("queued.payload.json", 1105)).encode()
+        response = await attacker.post("/webhook", content=body, headers=_signed_headers(body))
+        assert response.status_code == 202
+        assert (await _badly_signed(attacker, 1))[0].status_code == 429
+
+
+async def test_the_limit_lifts_when_its_window_ends() -> None:
+    services = build_services(
+        {
+            "RUNS_FLEET_MODE": "memory",
+            "RUNS_FLEET_GITHUB_WEBHOOK_SECRET": SECRET,
+            "RUNS_FLEET_WEBHOOK_BAD_SIGNATURE_LIMIT": "2",
+            "RUNS_FLEET_WEBHOOK_BAD_SIGNATURE_WINDOW_S": "60",
+        }
+    )
+    clock = ManualClock()
+    endpoint = WebhookEndpoint(services, clock=clock)
+    app = Starlette(routes=[Route("/webhook", endpoint.handle, methods=["POST"])])
+    async with _as(app, "203.0.113.8") as client:
+        answers = await _badly_signed(client, 3)
+        assert [r.status_code for r in answers] == [401, 401, 429]
+        assert answers[2].headers["Retry-After"] == "60"
+        clock.advance(59.5)
+        assert (await _badly_signed(client, 1))[0].headers["Retry-After"] == "1"
+        clock.advance(0.5)
+        assert [r.status_code for r in await _badly_signed(client, 2)] == [401, 401]
+
+
+async def test_a_limit_of_zero_never_limits() -> None:
+    services = build_services(
+        {
+            "RUNS_FLEET_MODE": "memory",
+            "RUNS_FLEET_GITHUB_WEBHOOK_SECRET": SECRET,
+            "RUNS_FLEET_WEBHOOK_BAD_SIGNATURE_LIMIT": "0",
+        }
+    )
+    async with _as(create_app(services), "203.0.113.9") as client:
+        assert {r.status_code for r in await _badly_signed(client, 50)} == {401}
+
+
+@pytest.mark.parametrize(
+    ("limit", "window", "expected"),
+    [
+        ("-1", "0", ["LIMIT: must be at least 0 (got -1)", "WINDOW_S: must be at least 1 (got 0)"]),
+        ("lots", "1.5", ["LIMIT: 'lots' is not a whole number", "WINDOW_S: '1.5' is not a whole"]),
+    ],
+    ids=["out-of-range", "not-whole-numbers"],
+)
+def test_config_check_refuses_bad_limit_settings_naming_them(
+    limit: str, window: str, expected: list[str]
+) -> None:
+    env = _cli_env(
+        RUNS_FLEET_GITHUB_WEBHOOK_SECRET=SECRET,
+        RUNS_FLEET_WEBHOOK_BAD_SIGNATURE_LIMIT=limit,
+        RUNS_FLEET_WEBHOOK_BAD_SIGNATURE_WINDOW_S=window,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "runs_fleet_cli", "config", "check", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    problems = json.loads(result.stdout)["problems"]
+    for fragment in expected:
+        assert any(f"RUNS_FLEET_WEBHOOK_BAD_SIGNATURE_{fragment}" in p for p in problems), problems

@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 
 from runs_fleet_core.domain.labels import (
     MARKER,
+    SHOWN_MAX,
     LabelDefaults,
     find_marker,
     parse_label,
     parse_runs_on,
+    quote,
     validate_presets,
 )
 from runs_fleet_core.domain.spec import Arch, RunnerSpec, describe
@@ -237,7 +239,7 @@ def test_invalid_labels(label: str, fragments: tuple[str, ...]) -> None:
     for fragment in fragments:
         assert fragment in message
     assert caught.value.segment
-    assert f"'{caught.value.segment}'" in message
+    assert quote(caught.value.segment) in message
 
 
 def test_table_is_large_enough() -> None:
@@ -392,6 +394,55 @@ def test_validate_presets_reports_problems(
 def test_validate_presets_reports_each_invalid_preset() -> None:
     problems = validate_presets({"ok": "cpu=4", "Bad": "cpu=4", "worse": "ram=x"})
     assert len(problems) == 2
+
+
+# -- what an error quotes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("label", "shown"),
+    [
+        ("runs-fleet=1/cpu=\x1b[31m4", "'cpu=\\x1b[31m4'"),
+        ("runs-fleet=\ud800", "'runs-fleet=\\ud800'"),
+        ("RUNS-FLEET=1\x07", "'RUNS-FLEET=1\\x07'"),
+        ("runs-fleet=1/family=c7g+\x00", "'\\x00'"),
+    ],
+    ids=["terminal-escape", "lone-surrogate", "bell-in-upper-case-marker", "nul-in-family"],
+)
+def test_an_error_escapes_what_a_terminal_or_utf8_cannot_take(label: str, shown: str) -> None:
+    """A label comes from a workflow file: quoted raw, a control sequence would reach the
+    operator's terminal and a lone surrogate made the webhook's 422 answer unencodable
+    (the server answered 500 instead)."""
+    with pytest.raises(LabelError) as caught:
+        parse_runs_on([label], defaults=DEFAULTS)
+    message = str(caught.value)
+    assert shown in message
+    assert message.isprintable()
+    message.encode("utf-8")
+
+
+def test_an_error_quotes_a_long_part_cut_short() -> None:
+    label = "runs-fleet=1/pool=" + "x" * 5000
+    with pytest.raises(LabelError) as caught:
+        _parse(label)
+    message = str(caught.value)
+    assert "'pool=xxxx" in message and "...'" in message
+    assert len(message) < 400
+    assert caught.value.segment == "pool=" + "x" * 5000
+
+
+def test_a_huge_number_is_described_not_repeated() -> None:
+    with pytest.raises(LabelError) as caught:
+        _parse("runs-fleet=1/cpu=" + "9" * 3000)
+    assert "got a number of 3000 digits" in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
+def test_quote_leaves_ordinary_text_alone() -> None:
+    assert quote("cpu=4") == "'cpu=4'"
+    assert quote("caf\u00e9") == "'caf\u00e9'"
+    assert quote("a" * SHOWN_MAX) == f"'{'a' * SHOWN_MAX}'"
+    assert quote("a" * (SHOWN_MAX + 1)) == f"'{'a' * (SHOWN_MAX - 3)}...'"
 
 
 # -- describe --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Every example payload in tests/fixtures/github goes through the parser; malformed variants
 and random bodies must end in the one documented error (the server's 400), never in
-anything else.
+anything else. The per-source limit on badly signed requests is counted on a manual clock.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import copy
 import hashlib
 import hmac
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runs_fleet_core.domain.messages import WorkflowJobAction, WorkflowJobEvent
+from runs_fleet_core.testing.memory import ManualClock
 from runs_fleet_core.webhooks import (
     WebhookPayloadError,
     load_payload,
@@ -27,6 +29,7 @@ from runs_fleet_core.webhooks import (
     signature,
     verify_signature,
 )
+from runs_fleet_server.limits import BadSignatureLimit, Verdict
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "github" / "webhooks"
 PAYLOADS = sorted(FIXTURES.glob("*.json"))
@@ -331,3 +334,70 @@ def test_only_the_exact_signature_verifies(secret: str, body: bytes, flip: int) 
     position = len("sha256=") + flip % 64
     changed = "0" if good[position] != "0" else "1"
     assert not verify_signature(secret, body, good[:position] + changed + good[position + 1 :])
+
+
+# -- the limit on badly signed requests --------------------------------------------------
+
+
+def _limit(limit: int = 3, window_s: float = 60, max_sources: int = 100) -> BadSignatureLimit:
+    return BadSignatureLimit(
+        limit=limit, window_s=window_s, clock=ManualClock(), max_sources=max_sources
+    )
+
+
+def test_a_source_is_limited_after_limit_bad_signatures_until_its_window_ends() -> None:
+    limit = _limit(limit=3, window_s=60)
+    assert [limit.count("203.0.113.1").limited for _ in range(3)] == [False] * 3
+    clock = limit.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(20.5)
+    first = limit.count("203.0.113.1")
+    assert first == Verdict(count=4, limited=True, first=True, retry_after_s=40)
+    clock.advance(39)
+    again = limit.count("203.0.113.1")
+    assert again == Verdict(count=5, limited=True, first=False, retry_after_s=1)
+    clock.advance(0.5)
+    assert limit.count("203.0.113.1") == Verdict(count=1)
+
+
+def test_each_source_has_its_own_count() -> None:
+    limit = _limit(limit=1)
+    assert not limit.count("203.0.113.1").limited
+    assert limit.count("203.0.113.1").limited
+    assert not limit.count("203.0.113.2").limited
+
+
+def test_a_limit_of_zero_counts_nothing() -> None:
+    limit = _limit(limit=0)
+    assert not any(limit.count("203.0.113.1").limited for _ in range(1000))
+    assert limit.tracked == 0
+
+
+def test_a_clock_set_back_starts_a_new_window() -> None:
+    limit = _limit(limit=1)
+    limit.count("203.0.113.1")
+    assert limit.count("203.0.113.1").limited
+    clock = limit.clock
+    assert isinstance(clock, ManualClock)
+    clock.set(clock.now() - timedelta(hours=1))
+    assert limit.count("203.0.113.1") == Verdict(count=1)
+
+
+def test_the_least_recently_seen_source_is_forgotten_first() -> None:
+    limit = _limit(limit=1, max_sources=2)
+    for source in ("a", "b", "a"):  # a is now limited, and seen after b
+        limit.count(source)
+    limit.count("c")  # forgets b, the least recently seen
+    assert limit.tracked == 2
+    assert limit.count("a").limited
+    assert limit.count("b") == Verdict(count=1)  # b starts over; c is forgotten now
+    assert limit.count("c") == Verdict(count=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from("abcdefgh"), max_size=60))
+def test_memory_stays_bounded_whatever_the_sources(sources: list[str]) -> None:
+    limit = _limit(limit=2, max_sources=3)
+    for source in sources:
+        limit.count(source)
+        assert limit.tracked <= 3
