@@ -45,6 +45,17 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def faults(session: nox.Session) -> None:
+    """The fault matrix alone (``tests`` runs it too), ending with its table: each mode
+    with three replicas under SIGKILLs, outages, Valkey restarts and duplicated webhooks.
+    ``RUNS_FLEET_FAULTS_SEED`` picks another seed."""
+    _install_project(session, "test")
+    session.run(
+        "pytest", "--numprocesses=3", "--dist=loadfile", "tests/faults", *session.posargs
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff, and the import contracts that keep the hexagon a hexagon."""
     _install_project(session, "lint")

@@ -9,8 +9,10 @@ process that inherits the environment) talks to moto and never to AWS.
 from __future__ import annotations
 
 import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import pytest
@@ -52,10 +54,36 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _idempotent_create_fleet() -> None:
+    """Make moto's CreateFleet honour ``ClientToken`` as EC2 does: a request repeating
+    a token gets the first request's answer and launches nothing (moto ignores the
+    token, so a retried launch would start a second instance that EC2 never would)."""
+    from moto.ec2.responses.fleets import Fleets
+
+    original = Fleets.create_fleet
+    if getattr(original, "honours_client_token", False):
+        return
+    lock = threading.Lock()
+
+    def create_fleet(self: Any) -> Any:
+        token = self._get_param("ClientToken")
+        if not token:
+            return original(self)
+        with lock:  # per backend, so moto's reset forgets the tokens with the fleets
+            answers = self.ec2_backend.__dict__.setdefault("_client_tokens", {})
+            if token not in answers:
+                answers[token] = original(self)
+            return answers[token]
+
+    create_fleet.honours_client_token = True  # type: ignore[attr-defined]
+    Fleets.create_fleet = create_fleet  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     from moto.server import ThreadedMotoServer
 
+    _idempotent_create_fleet()
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

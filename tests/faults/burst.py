@@ -55,21 +55,27 @@ class Outcome:
         cells = " | ".join(f"{self.counts[c]:>{len(c)}}" for c in COLUMNS)
         return f"| {self.mode:<5} | {self.jobs:>4} | {cells} |"
 
-
-def table(outcomes: list[Outcome]) -> str:
-    header = "| mode  | jobs | " + " | ".join(COLUMNS) + " |"
-    rule = "|" + "|".join("-" * (len(cell) + 2) for cell in header.split("|")[1:-1]) + "|"
-    lines = [header, rule, *(o.row() for o in outcomes)]
-    for o in outcomes:
-        kills = sum(o.faults.kills.values())
-        lines.append(
-            f"{o.mode}: {kills} replica kills after dispatch steps {dict(o.faults.kills)}, "
-            f"steps not reached in time {dict(o.faults.missed_steps) or 0}, "
-            f"outages {dict(o.faults.outages)}, Valkey restarts {o.faults.valkey_restarts}, "
-            f"GitHub errors injected {o.faults.github_errors}, webhook copies sent "
-            f"{sum(o.deliveries.values())} {dict(o.deliveries)}"
+    def note(self) -> str:
+        """The faults this row survived."""
+        kills = sum(self.faults.kills.values())
+        missed = dict(self.faults.missed_steps) or "none"
+        return (
+            f"{self.mode}: {kills} replica SIGKILLs right after a dispatch step "
+            f"{dict(self.faults.kills)} (steps not reached in time: {missed}); backend "
+            f"outages {dict(self.faults.outages)}; Valkey restarts {self.faults.valkey_restarts}; "
+            f"GitHub errors injected {self.faults.github_errors}; webhook copies sent "
+            f"{sum(self.deliveries.values())}, by answer {dict(self.deliveries)}; "
+            f"dead letters left {self.details.get('queue left', {}).get('queue_dead_letters', 0)}"
         )
-    return "\n".join(lines)
+
+
+HEADER = "| mode  | jobs | " + " | ".join(COLUMNS) + " |"
+RULE = "|" + "|".join("-" * len(cell) for cell in HEADER.split("|")[1:-1]) + "|"
+
+
+def table(rows: list[str], notes: list[str]) -> str:
+    """The matrix: one row per mode, then what each mode went through."""
+    return "\n".join([HEADER, RULE, *rows, *notes])
 
 
 class Burst:
@@ -140,7 +146,7 @@ class Burst:
         for replica in self.replicas:
             if not replica.alive:
                 replica.start()
-        wait_until(lambda: self._unfinished(queued) == 0, 120, poll_s=1)
+        wait_until(lambda: self._unfinished(queued) == 0, 300, poll_s=1)
         wait_until(lambda: sum(self.deployment.orphans().values()) == 0, 40, poll_s=1)
         return self._count(queued, schedule.log)
 
@@ -150,7 +156,7 @@ class Burst:
         self._runs += 1
         run_id = 50_000 + self._runs
         job_id, _ = self.stack.queue_job(labels=[f"runs-fleet={run_id}/cpu=2"], run_id=run_id)
-        time.sleep(self.rng.uniform(0.0, 0.06))
+        time.sleep(self.rng.uniform(0.0, 0.2))  # a burst spread over the faults
         return job_id
 
     def _github_jobs(self) -> dict[int, dict[str, Any]]:
@@ -186,16 +192,18 @@ class Burst:
         two_jobs = {n for n, c in served.items() if c > 1} | {n for n, c in bound.items() if c > 1}
         unsettled = [r["job_id"] for r in records if r["status"] not in _FINAL]
         orphans = self.deployment.orphans()
+        queue_left = self._queue_left()
         counts = {
             "jobs lost": len(lost),
             "jobs with two runners": len(doubled),
             "runners with two jobs": len(two_jobs),
-            "messages looping": len(unsettled) + self._queue_left(),
+            "messages looping": len(unsettled) + queue_left.get("queue_depth", 0),
             "busy runners stopped": self.deployment.busy_stopped(),
             "orphans after housekeeping": sum(orphans.values()),
         }
         by_id = {int(r["job_id"]): r for r in records}
         details = {
+            "queue left": queue_left,
             "lost": {j: (github[j]["status"], by_id.get(j, {}).get("status")) for j in lost[:20]},
             "doubled": {n: c for n, c in machines.items() if c > 1},
             "two jobs": sorted(two_jobs)[:20],
@@ -204,15 +212,16 @@ class Burst:
         }
         return Outcome(self.deployment.mode, len(queued), counts, log, self.relay.outcomes, details)
 
-    def _queue_left(self) -> int:
-        """Messages still queued, in flight or dead-lettered, from a replica's metrics."""
+    def _queue_left(self) -> dict[str, int]:
+        """Messages still queued or in flight, and dead-lettered, from a replica's
+        metrics (the gauges are refreshed at scrape time)."""
         replica = next(r for r in self.replicas if r.alive)
         text = _text(f"{replica.url}/metrics")
-        left = 0
-        for name in ("runs_fleet_queue_depth", "runs_fleet_queue_dead_letters"):
+        left: dict[str, int] = {}
+        for name in ("queue_depth", "queue_dead_letters"):
             for line in text.splitlines():
-                if line.startswith((name + " ", name + "{")):
-                    left += int(float(line.rsplit(" ", 1)[1]))
+                if line.startswith((f"runs_fleet_{name} ", f"runs_fleet_{name}{{")):
+                    left[name] = left.get(name, 0) + int(float(line.rsplit(" ", 1)[1]))
         return left
 
     def describe(self) -> str:

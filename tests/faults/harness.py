@@ -16,6 +16,7 @@ then counts what the invariants forbid.
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import http.server
 import json
@@ -241,17 +242,26 @@ class FaultSchedule:
         for step in [s for _ in range(self.rounds) for s in self.steps]:
             if self._stop.is_set():
                 return
-            replica = self.rng.choice(self.replicas)
-            proxy = self.proxies[step.backend][replica.index]
-            tap = proxy.arm(step.pattern, replica.kill, step.label)
-            if tap.fired.wait(8) or tap.fired.is_set():
+            fired = threading.Event()
+            for replica in self.replicas:
+                proxy = self.proxies[step.backend][replica.index]
+                proxy.arm(step.pattern, functools.partial(self._kill, replica, fired), step.label)
+            if fired.wait(10):
                 self.log.kills[step.label] += 1
             else:
-                proxy.disarm()
                 self.log.missed_steps[step.label] += 1
-            if not replica.alive:
-                self._stop.wait(self.rng.uniform(0.1, 0.6))
-                replica.start(wait=False)
+            for replica in self.replicas:
+                self.proxies[step.backend][replica.index].disarm()
+                if not replica.alive:
+                    self._stop.wait(self.rng.uniform(0.1, 0.6))
+                    replica.start(wait=False)
+
+    @staticmethod
+    def _kill(replica: Replica, fired: threading.Event) -> None:
+        """The first replica to reach the step dies; the others' taps are disarmed."""
+        if not fired.is_set():
+            fired.set()
+            replica.kill()
 
     def _outages(self) -> None:
         """Every backend in turn: cut (connections reset) then hung (bytes held), a

@@ -238,6 +238,8 @@ class Ec2Deployment(Deployment):
         self._converter = make_config_converter()
 
     def setup(self) -> None:
+        # the job queue's redrive policy follows the deployment's attempts
+        self.stack.settings["RUNS_FLEET_MAX_ATTEMPTS"] = SPEEDS["RUNS_FLEET_MAX_ATTEMPTS"]
         self.stack.create_aws_resources()
 
     def backends(self) -> dict[str, int]:
@@ -284,7 +286,13 @@ class Ec2Deployment(Deployment):
         self._seen.add(instance["InstanceId"])
         config = loads(self._converter, value["Parameter"]["Value"], RunnerConfig)
         instance_id = instance["InstanceId"]
-        self.player.play(name, config.jit_config, lambda: not self._running(instance_id))
+
+        def terminate() -> None:
+            """The agent terminates its own instance when its runner is done."""
+            with contextlib.suppress(Exception):
+                self._ec2.terminate_instances(InstanceIds=[instance_id])
+
+        self.player.play(name, config.jit_config, lambda: not self._running(instance_id), terminate)
 
     def _running(self, instance_id: str) -> bool:
         reply = self._ec2.describe_instances(InstanceIds=[instance_id])
