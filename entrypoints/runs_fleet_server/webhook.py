@@ -26,8 +26,6 @@ import attrs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from runs_fleet_core.domain.ids import JobId
-from runs_fleet_core.domain.job import JobStatus
 from runs_fleet_core.domain.labels import MARKER
 from runs_fleet_core.domain.messages import WorkflowJobAction, WorkflowJobEvent
 from runs_fleet_core.ports import Clock
@@ -182,8 +180,6 @@ class WebhookEndpoint:
         if event.action is WorkflowJobAction.QUEUED:
             result = await self.services.intake.take(event)
             outcome = result.outcome
-            if outcome is IntakeOutcome.DUPLICATE and await self._rejected(event.job_id):
-                outcome = IntakeOutcome.REJECTED
             extra = {"error": result.reason} if outcome is IntakeOutcome.REJECTED else {}
             return outcome.value, _INTAKE_STATUS[outcome], extra
         if not any(label.strip().lower().startswith(MARKER) for label in event.labels):
@@ -192,10 +188,3 @@ class WebhookEndpoint:
         if event.action is WorkflowJobAction.IN_PROGRESS:
             return (await completion.job_started(event)).value, 200, {}
         return (await completion.job_finished(event)).value, 200, {}
-
-    async def _rejected(self, job_id: JobId) -> bool:
-        """Whether ``job_id`` is recorded as rejected. A redelivery of a job whose label
-        was refused gets the first delivery's 422 again, not the 202 of a duplicate,
-        which would say the job was queued."""
-        job = await self.services.adapters.state.get_job(job_id)
-        return job is not None and job.status is JobStatus.REJECTED

@@ -100,7 +100,11 @@ class Intake:
         )
 
     def _duplicate(self, job: Job | None, job_id: JobId) -> IntakeResult:
+        """A delivery of a job seen before. A job whose label was refused is refused
+        again, with its reason: answering "duplicate" would say it was queued."""
         self.metrics.increment("webhooks_duplicate")
+        if job is not None and job.status is JobStatus.REJECTED:
+            return IntakeResult(outcome=IntakeOutcome.REJECTED, job_id=job_id, reason=job.reason)
         reason = job.reason if job is not None else None
         return IntakeResult(outcome=IntakeOutcome.DUPLICATE, job_id=job_id, reason=reason)
 
