@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import enum
 import json
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -164,6 +165,8 @@ def _coerce(setting: Setting, raw: Any) -> Any:
         value = int(raw) if setting.kind is Kind.INT else float(raw)
     else:
         raise ValueError(repr(raw))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{raw!r} is not a finite number")
     return Secret(value) if setting.secret and isinstance(value, str) else value
 
 
@@ -236,7 +239,7 @@ def inspect_settings(
         if source:
             try:
                 value = _coerce(setting, raw)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):
                 shown = "the value given" if setting.secret else repr(raw)
                 problems.append(f"{name}: {shown} is not a {setting.kind.value}")
                 continue

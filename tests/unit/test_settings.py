@@ -179,3 +179,16 @@ def test_env_flags() -> None:
     assert env_flag({"RUNS_FLEET_DEBUG": "yes"}, "RUNS_FLEET_DEBUG")
     assert not env_flag({"RUNS_FLEET_DEBUG": "false"}, "RUNS_FLEET_DEBUG")
     assert not env_flag({}, "RUNS_FLEET_DEBUG")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_number_that_is_not_finite_is_a_problem(value: str) -> None:
+    problems = _problems({"RUNS_FLEET_CLAIM_TTL_S": value})
+    assert f"RUNS_FLEET_CLAIM_TTL_S: {value!r} is not a number" in problems
+
+
+def test_an_infinite_whole_number_in_the_config_file_is_a_problem(tmp_path: Path) -> None:
+    config = tmp_path / "runs-fleet.toml"
+    config.write_text("max_attempts = inf\n")
+    problems = _problems({"RUNS_FLEET_CONFIG_FILE": str(config)})
+    assert "RUNS_FLEET_MAX_ATTEMPTS: inf is not a whole number" in problems
