@@ -13,10 +13,14 @@ have done:
   is removed, exactly as the ``completed`` webhook does.
 * GitHub says ``in_progress``: the job runs on the runner GitHub names.
 * GitHub says ``queued`` and runs-fleet has a job that should have had a runner by now
-  (launching, running on a runner GitHub never gave it to, or queued/claimed/requeued
-  past ``relaunch_after_s``): its runner is
-  removed and the job is dispatched again as its next attempt, up to ``max_attempts``;
-  then it fails with the reason. ``waiting`` (an environment's approval) is left alone.
+  (past ``relaunch_after_s``):
+  - a runner was launched for it (and never took it, or started and never got it): that
+    runner is removed and the job is dispatched again as its next attempt, up to
+    ``max_attempts``; then it fails with the reason;
+  - no runner was launched for this attempt yet (a queue backlog, or a message lost with
+    a worker): its message is sent again, same attempt. That spends no attempt: a slow
+    queue must not fail jobs that no runner ever failed.
+  ``waiting`` (an environment's approval) is left alone.
 * GitHub does not know the job (deleted run, repository gone): it is cancelled.
 """
 
@@ -62,6 +66,7 @@ class HealingReport:
     finished: tuple[int, ...] = ()
     started: tuple[int, ...] = ()
     relaunched: tuple[int, ...] = ()
+    resent: tuple[int, ...] = ()
     failed: tuple[int, ...] = ()
     cancelled: tuple[int, ...] = ()
 
@@ -86,7 +91,7 @@ class Healer:
     async def heal(self) -> HealingReport:
         """Check the jobs that have been quiet too long against GitHub (see above)."""
         done: dict[str, list[int]] = {k: [] for k in ("checked", "finished", "started")}
-        done |= {k: [] for k in ("relaunched", "failed", "cancelled")}
+        done |= {k: [] for k in ("relaunched", "resent", "failed", "cancelled")}
         for job in await self._quiet_jobs():
             done["checked"].append(int(job.job_id))
             try:
@@ -138,9 +143,11 @@ class Healer:
             )
             return "started"
         if report.status == "queued" and self._wants_a_runner(job):
-            since = job.entered(job.status) or job.created_at
+            since = max(job.entered(job.status) or job.created_at, job.enqueued_at or _NEVER)
             if (self.clock.now() - since).total_seconds() < self.relaunch_after_s:
                 return None
+            if job.runner_id is None and job.status is not JobStatus.RUNNING:
+                return await self._resend(job)
             return await self._relaunch(job)
         return None  # waiting for an approval, or GitHub lags behind a runner we saw
 
@@ -151,6 +158,18 @@ class Healer:
         if job.status is JobStatus.RUNNING:
             return job.observed_runner is None
         return job.status in WAITING_FOR_A_RUNNER
+
+    async def _resend(self, job: Job) -> str:
+        """Send the job's message again, same attempt (see the module docstring): a copy
+        still queued is dropped by the queue or handled once by dispatch, as any
+        duplicate is. The send is recorded first, so the next pass waits again."""
+        now = self.clock.now()
+        stored = await self.state.put_job(
+            attrs.evolve(job, enqueued_at=now), expect_version=job.version
+        )
+        await self.queue.send(JobMessage.for_job(stored, enqueued_at=now))
+        _log.info("job %s: no runner launched yet; its message was sent again", job.job_id)
+        return "resent"
 
     async def _relaunch(self, job: Job) -> str:
         """Remove the runner that never took the job and dispatch it again."""

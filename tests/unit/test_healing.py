@@ -237,3 +237,27 @@ async def test_a_job_that_moves_on_while_being_healed_leaves_the_pass_going(
     assert (await healer.heal()).relaunched == (2,)
     assert world.metrics.count("healing_conflicts") == 1
     assert (await _job(world, 1)).attempt == 1  # looked at again by the next pass
+
+
+async def test_a_job_no_runner_was_launched_for_gets_its_message_again_not_an_attempt(
+    world: World,
+) -> None:
+    """A queue backlog or a message lost with a worker: the job is sent again, same
+    attempt, however often, and never failed for it."""
+    await world.intake().take(event(1))
+    lost = await world.queue.receive(10, 0)  # a worker took it and died
+    assert [d.message.job_id for d in lost] == [JobId(1)]
+    world.github.jobs[JobId(1)] = JobStatusReport(job_id=JobId(1), status="queued")
+    healer = _healer(world)
+    for _ in range(5):
+        world.clock.advance(901)
+        report = await healer.heal()
+        assert (report.resent, report.relaunched, report.failed) == ((1,), (), ())
+        job = await _job(world, 1)
+        assert (job.status, job.attempt) == (JobStatus.QUEUED, 1)
+    world.clock.advance(60)
+    assert (await healer.heal()).resent == ()  # just sent: the next pass waits again
+    await world.dispatch_all()
+    job = await _job(world, 1)
+    assert job.status is JobStatus.LAUNCHING and job.runner_name == "runs-fleet-1-1"
+    assert len(list(await world.provider.list_runners())) == 1
