@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
+import urllib.error
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +30,8 @@ from tests.faults.modes import Deployment
 from tests.faults.proxy import FaultProxy, LoopThread
 
 JOBS = 200
+POOL = "warm"
+POOL_LABEL = f"runs-fleet=1/cpu=2/pool={POOL}"
 JOB_SECONDS = 0.3
 SERVE = ["-m", "runs_fleet_cli", "serve", "--scheduler"]
 COLUMNS = (
@@ -66,6 +70,7 @@ class Outcome:
             f"GitHub errors injected {self.faults.github_errors}; webhook copies sent "
             f"{sum(self.deliveries.values())}, by answer {dict(self.deliveries)}; "
             f"dead letters left {self.details.get('queue left', {}).get('queue_dead_letters', 0)}"
+            f"; jobs served by a warm pool runner {self.details.get('warm', 0)}"
         )
 
 
@@ -92,7 +97,11 @@ class Burst:
         self.replicas = [Replica(i, workdir, SERVE) for i in range(REPLICAS)]
         self.relay = WebhookRelay(self.replicas, random.Random(seed + 1))
         self.proxies: dict[str, list[FaultProxy]] = {}
+        self.shared: dict[str, set[int]] = {}
+        """Runners seen bound to two unfinished jobs at once, with the jobs."""
         self._runs = 0
+        self._done = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_bindings, daemon=True)
 
     def start(self) -> None:
         if self.stack.valkey is not None:
@@ -140,22 +149,49 @@ class Burst:
             github_fault=self._github_fault,
         )
         schedule.start()
-        queued = [self._queue() for _ in range(self.jobs)]
+        self._watcher.start()
+        queued = []
+        for n in range(self.jobs):
+            queued.append(self._queue())
+            if self.deployment.pool_sizes and n % (self.jobs // 5) == 0:
+                self._resize_pool(self.deployment.pool_sizes[n // (self.jobs // 5)])
         wait_until(lambda: not any(t.is_alive() for t in schedule.threads), 60)
         schedule.stop()
         for replica in self.replicas:
             if not replica.alive:
                 replica.start()
         wait_until(lambda: self._unfinished(queued) == 0, 300, poll_s=1)
+        self._done.set()
+        self._watcher.join(30)
+        if self.deployment.pool_sizes:
+            self._resize_pool(0)  # the pool drains: its idle runners must go too
         wait_until(lambda: sum(self.deployment.orphans().values()) == 0, 40, poll_s=1)
         return self._count(queued, schedule.log)
 
+    def _resize_pool(self, running: int) -> None:
+        """Resize the warm pool mid-burst, so scale-down races with warm claims."""
+        body = {"label": POOL_LABEL, "desired_running": running, "desired_stopped": 0}
+        body["idle_timeout_s"] = 0
+        for replica in self.rng.sample(self.replicas, len(self.replicas)):
+            try:
+                http_json("PUT", f"{replica.url}/api/pools/{POOL}", body, timeout=10)
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:  # the body is wrong: no replica would take it
+                    raise AssertionError(f"pool not saved: {exc.read().decode()}") from None
+            except OSError:
+                continue  # that replica is down or its backend is: try another
+
     def _queue(self) -> int:
         """One job, of a run of its own: jobs of one run with equal labels may swap
-        runners at GitHub, which would blur whose runner served whom."""
+        runners at GitHub, which would blur whose runner served whom. With a warm pool,
+        every third job asks for it."""
         self._runs += 1
         run_id = 50_000 + self._runs
-        job_id, _ = self.stack.queue_job(labels=[f"runs-fleet={run_id}/cpu=2"], run_id=run_id)
+        label = f"runs-fleet={run_id}/cpu=2"
+        if self.deployment.pool_sizes and self._runs % 3 == 0:
+            label += f"/pool={POOL}"
+        job_id, _ = self.stack.queue_job(labels=[label], run_id=run_id)
         time.sleep(self.rng.uniform(0.0, 0.2))  # a burst spread over the faults
         return job_id
 
@@ -167,12 +203,29 @@ class Burst:
         jobs = self._github_jobs()
         return sum(1 for job_id in queued if jobs[job_id]["status"] != "completed")
 
-    def _records(self) -> list[dict[str, Any]]:
+    def _watch_bindings(self) -> None:
+        """Sample runs-fleet's records through the burst: a runner bound to two
+        unfinished jobs at one moment serves two jobs (a warm runner serving jobs one
+        after the other, each with a runner registration of its own, does not)."""
+        while not self._done.wait(0.5):
+            try:
+                records = self._records(page_size=500)
+            except (OSError, StopIteration, KeyError):
+                continue  # replicas down or restarting: sample again
+            holders: dict[str, set[int]] = {}
+            for record in records:
+                if record.get("runner_id") and record["status"] not in _FINAL:
+                    holders.setdefault(str(record["runner_id"]), set()).add(record["job_id"])
+            for runner_id, jobs in holders.items():
+                if len(jobs) > 1:
+                    self.shared[runner_id] = jobs
+
+    def _records(self, page_size: int = 200) -> list[dict[str, Any]]:
         replica = next(r for r in self.replicas if r.alive)
         records: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            query = "limit=200" + (f"&cursor={cursor}" if cursor else "")
+            query = f"limit={page_size}" + (f"&cursor={cursor}" if cursor else "")
             page = http_json("GET", f"{replica.url}/api/jobs?{query}")
             records += page["jobs"]
             cursor = page.get("next_cursor")
@@ -188,8 +241,7 @@ class Burst:
             str(job["runner_name"]) for job in github.values() if job.get("runner_name")
         )
         records = self._records()
-        bound: Counter[str] = Counter(str(r["runner_id"]) for r in records if r.get("runner_id"))
-        two_jobs = {n for n, c in served.items() if c > 1} | {n for n, c in bound.items() if c > 1}
+        two_jobs = {n for n, c in served.items() if c > 1} | set(self.shared)
         unsettled = [r["job_id"] for r in records if r["status"] not in _FINAL]
         orphans = self.deployment.orphans()
         queue_left = self._queue_left()
@@ -201,16 +253,28 @@ class Burst:
             "busy runners stopped": self.deployment.busy_stopped(),
             "orphans after housekeeping": sum(orphans.values()),
         }
-        by_id = {int(r["job_id"]): r for r in records}
+        warm = sum(
+            1 for r in records if r.get("runner_id") and r["runner_id"] != r.get("runner_name")
+        )
         details = {
             "queue left": queue_left,
-            "lost": {j: (github[j]["status"], by_id.get(j, {}).get("status")) for j in lost[:20]},
+            "warm": warm,
+            "lost": {j: (github[j]["status"], self._reason(j)) for j in lost[:10]},
             "doubled": {n: c for n, c in machines.items() if c > 1},
-            "two jobs": sorted(two_jobs)[:20],
+            "two jobs": {n: sorted(self.shared.get(n, ())) for n in sorted(two_jobs)[:10]},
             "unsettled": unsettled[:20],
             "orphans": orphans,
         }
         return Outcome(self.deployment.mode, len(queued), counts, log, self.relay.outcomes, details)
+
+    def _reason(self, job_id: int) -> str:
+        """runs-fleet's status of the job, and why."""
+        replica = next(r for r in self.replicas if r.alive)
+        try:
+            record = http_json("GET", f"{replica.url}/api/jobs/{job_id}")
+        except OSError as exc:
+            return f"no record ({exc})"
+        return f"{record['status']}: {record.get('reason')}"
 
     def _queue_left(self) -> dict[str, int]:
         """Messages still queued or in flight, and dead-lettered, from a replica's

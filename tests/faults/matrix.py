@@ -25,6 +25,8 @@ def run_mode(deployment: Deployment, workdir: Path, request: pytest.FixtureReque
         burst.close()
     request.node.user_properties.append(("fault_matrix", (outcome.row(), outcome.note())))
     print(f"\nfault matrix, seed {SEED}\n{table([outcome.row()], [outcome.note()])}")
+    if deployment.pool_sizes:  # the pool part cannot pass for want of warm jobs
+        assert outcome.details["warm"] > 0, f"no job was served by a warm runner: {outcome.note()}"
     bad = {c: outcome.counts[c] for c in COLUMNS if outcome.counts[c]}
     assert not bad, (
         f"{deployment.mode}: {bad} ({summary(outcome.details)}); the replicas' logs are in "

@@ -121,6 +121,8 @@ class Deployment:
     mode = ""
     steps: tuple[Step, ...] = (GITHUB_STEP,)
     stack: LocalStack
+    pool_sizes: tuple[int, ...] = ()
+    """Idle runners of a warm pool, set in turn during the burst (none: no pool)."""
 
     def setup(self) -> None:
         """Create what the deployment needs before its replicas start."""
@@ -164,6 +166,7 @@ class Deployment:
 
 class LocalDeployment(Deployment):
     mode = "local"
+    pool_sizes = (4, 1, 5, 0, 3)
     steps = (
         Step("valkey", b"EVALSHA", "state or queue write"),
         GITHUB_STEP,
