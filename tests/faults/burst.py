@@ -71,6 +71,7 @@ class Outcome:
             f"{sum(self.deliveries.values())}, by answer {dict(self.deliveries)}; "
             f"dead letters left {self.details.get('queue left', {}).get('queue_dead_letters', 0)}"
             f"; jobs served by a warm pool runner {self.details.get('warm', 0)}"
+            f"; seconds from the burst's start {self.details.get('took')}"
         )
 
 
@@ -97,6 +98,8 @@ class Burst:
         self.replicas = [Replica(i, workdir, SERVE) for i in range(REPLICAS)]
         self.relay = WebhookRelay(self.replicas, random.Random(seed + 1))
         self.proxies: dict[str, list[FaultProxy]] = {}
+        self.took: dict[str, float] = {}
+        """Seconds from the burst's start to the end of each phase (for the notes)."""
         self.shared: dict[str, set[int]] = {}
         """Runners seen bound to two unfinished jobs at once, with the jobs."""
         self._runs = 0
@@ -148,6 +151,7 @@ class Burst:
             restart_valkey=self.deployment.restart_valkey if self.stack.valkey else None,
             github_fault=self._github_fault,
         )
+        started = time.monotonic()
         schedule.start()
         self._watcher.start()
         queued = []
@@ -155,17 +159,21 @@ class Burst:
             queued.append(self._queue())
             if self.deployment.pool_sizes and n % (self.jobs // 5) == 0:
                 self._resize_pool(self.deployment.pool_sizes[n // (self.jobs // 5)])
+        self.took["burst"] = time.monotonic() - started
         wait_until(lambda: not any(t.is_alive() for t in schedule.threads), 60)
         schedule.stop()
+        self.took["faults"] = time.monotonic() - started
         for replica in self.replicas:
             if not replica.alive:
                 replica.start()
         wait_until(lambda: self._unfinished(queued) == 0, 300, poll_s=1)
+        self.took["all completed"] = time.monotonic() - started
         self._done.set()
         self._watcher.join(30)
         if self.deployment.pool_sizes:
             self._resize_pool(0)  # the pool drains: its idle runners must go too
         wait_until(lambda: sum(self.deployment.orphans().values()) == 0, 40, poll_s=1)
+        self.took["cleaned up"] = time.monotonic() - started
         return self._count(queued, schedule.log)
 
     def _resize_pool(self, running: int) -> None:
@@ -257,6 +265,7 @@ class Burst:
             1 for r in records if r.get("runner_id") and r["runner_id"] != r.get("runner_name")
         )
         details = {
+            "took": {phase: round(seconds) for phase, seconds in self.took.items()},
             "queue left": queue_left,
             "warm": warm,
             "lost": {j: (github[j]["status"], self._reason(j)) for j in lost[:10]},
