@@ -65,7 +65,14 @@ def raw(url: str) -> Iterator[redis.Redis]:
 
 
 def _queue(url: str, **options: Any) -> ValkeyQueue:
-    options = {"max_attempts": 3, "visibility_timeout_s": VISIBILITY_S, **options}
+    """A queue with a short visibility timeout and, unless asked, no renewal of held
+    deliveries (the contract's "not acked in time, delivered again")."""
+    options = {
+        "max_attempts": 3,
+        "visibility_timeout_s": VISIBILITY_S,
+        "max_hold_s": VISIBILITY_S,
+        **options,
+    }
     return ValkeyQueue.from_url(url, **options)
 
 
@@ -113,6 +120,58 @@ class TestValkeyQueue(QueueContract):
             assert raw.xlen(survivor.name) == 0
         finally:
             await survivor.aclose()
+
+    async def test_a_live_holder_keeps_its_delivery_past_the_visibility_timeout(
+        self, url: str, raw: redis.Redis
+    ) -> None:
+        holder, other = _queue(url, max_hold_s=60), _queue(url)
+        try:
+            await holder.send(job_message(1))
+            held = await self.receive_one(holder)
+            await asyncio.sleep(VISIBILITY_S * 2.5)  # renewed every third of it meanwhile
+            assert list(await other.receive(10, 0)) == []
+            pending = raw.xpending_range(holder.name, holder.group, "-", "+", 10)
+            assert [(p["consumer"], p["times_delivered"]) for p in pending] == [
+                (holder.consumer, 1)
+            ]
+            await holder.ack(held)
+            assert raw.xlen(holder.name) == 0
+        finally:
+            await holder.aclose()
+            await other.aclose()
+
+    async def test_a_delivery_held_past_the_maximum_hold_is_let_go(
+        self, url: str, raw: redis.Redis
+    ) -> None:
+        holder = _queue(url, max_hold_s=VISIBILITY_S * 1.5)
+        other = _queue(url)
+        try:
+            await holder.send(job_message(1))
+            await self.receive_one(holder)
+            await asyncio.sleep(VISIBILITY_S * 2.5)
+            taken = await self.receive_one(other)
+            assert (taken.message, taken.attempt) == (job_message(1), 2)
+        finally:
+            await holder.aclose()
+            await other.aclose()
+
+    async def test_a_renewal_never_takes_back_a_delivery_another_consumer_took_over(
+        self, url: str, raw: redis.Redis
+    ) -> None:
+        holder, other = _queue(url, max_hold_s=60), _queue(url)
+        try:
+            await holder.send(job_message(1))
+            await self.receive_one(holder)
+            await holder._holds.aclose()  # the holder hangs: no renewal comes
+            await asyncio.sleep(VISIBILITY_S * 1.5)
+            taken = await self.receive_one(other)
+            holder._holds.hold(taken.receipt.split("/")[0], 1)  # its old receipt's counter
+            assert await holder._holds.renew() == 0
+            pending = raw.xpending_range(holder.name, holder.group, "-", "+", 10)
+            assert [p["consumer"] for p in pending] == [other.consumer]
+        finally:
+            await holder.aclose()
+            await other.aclose()
 
     async def test_closing_an_idle_instance_leaves_the_consumer_group(
         self, queue: ValkeyQueue, url: str, raw: redis.Redis

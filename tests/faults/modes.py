@@ -47,7 +47,7 @@ SPEEDS = {
     "RUNS_FLEET_DISCOVER_AFTER_S": "3",
     "RUNS_FLEET_MAX_ATTEMPTS": "8",
     "RUNS_FLEET_GITHUB_TIMEOUT_S": "3",
-    "RUNS_FLEET_VALKEY_VISIBILITY_TIMEOUT_S": "20",
+    "RUNS_FLEET_VALKEY_VISIBILITY_TIMEOUT_S": "6",
     "RUNS_FLEET_LOG_LEVEL": "info",
 }
 """Timeouts of a deployment that heals in seconds instead of minutes: the matrix waits

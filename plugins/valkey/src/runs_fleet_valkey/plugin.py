@@ -18,6 +18,7 @@ QUEUE_NAME = "RUNS_FLEET_VALKEY_QUEUE_NAME"
 VISIBILITY_TIMEOUT = "RUNS_FLEET_VALKEY_VISIBILITY_TIMEOUT_S"
 QUEUE_MAX_LENGTH = "RUNS_FLEET_VALKEY_QUEUE_MAX_LENGTH"
 KEY_PREFIX = "RUNS_FLEET_VALKEY_KEY_PREFIX"
+MAX_HOLD = "RUNS_FLEET_VALKEY_MAX_HOLD_S"
 
 SETTINGS = (
     Setting(
@@ -27,10 +28,18 @@ SETTINGS = (
     ),
     Setting(
         name=VISIBILITY_TIMEOUT,
-        help="seconds a received job message stays hidden before another dispatcher "
-        "may take it over; keep it above the longest dispatch",
+        help="seconds after which the job message of a dispatcher that died is taken over "
+        "by another; a live dispatcher renews its messages every third of it",
         kind=Kind.FLOAT,
-        default=300.0,
+        default=60.0,
+        minimum=1,
+    ),
+    Setting(
+        name=MAX_HOLD,
+        help="seconds a dispatcher may keep renewing one job message before it is let go "
+        "for another to take over (a hung dispatch; at least the visibility timeout)",
+        kind=Kind.FLOAT,
+        default=900.0,
         minimum=1,
     ),
     Setting(
@@ -71,7 +80,8 @@ def _queue(context: AdapterContext) -> Queue:
         valkey_url(context),
         name=settings.get(QUEUE_NAME, "runs-fleet:jobs"),
         max_attempts=settings.get("RUNS_FLEET_MAX_ATTEMPTS", 3),
-        visibility_timeout_s=settings.get(VISIBILITY_TIMEOUT, 300.0),
+        visibility_timeout_s=settings.get(VISIBILITY_TIMEOUT, 60.0),
+        max_hold_s=settings.get(MAX_HOLD, 900.0),
         max_length=settings.get(QUEUE_MAX_LENGTH, 100_000),
     )
 

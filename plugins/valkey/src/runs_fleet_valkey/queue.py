@@ -48,6 +48,7 @@ from runs_fleet_core.ports.queue import DeadLetter, Delivery, Redriven
 from runs_fleet_valkey import queue_scripts
 from runs_fleet_valkey.client import backend_errors, connect, server_address
 from runs_fleet_valkey.deadletters import DeadLetterStream
+from runs_fleet_valkey.holds import Holds
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ DEFAULT_NAME = "runs-fleet:jobs"
 DEFAULT_GROUP = "runs-fleet"
 DEFAULT_MAX_LENGTH = 100_000
 DEFAULT_DEDUP_TTL_S = 86_400.0
+DEFAULT_VISIBILITY_TIMEOUT_S = 60.0
+DEFAULT_MAX_HOLD_S = 900.0
 _BLOCK_SLICE_S = 1.0
 """Longest single blocking read: between reads, due retries and idle entries are looked at."""
 
@@ -104,7 +107,8 @@ class ValkeyQueue:
         *,
         name: str = DEFAULT_NAME,
         max_attempts: int = 3,
-        visibility_timeout_s: float = 300.0,
+        visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S,
+        max_hold_s: float = DEFAULT_MAX_HOLD_S,
         max_length: int = DEFAULT_MAX_LENGTH,
         dedup_ttl_s: float = DEFAULT_DEDUP_TTL_S,
         group: str = DEFAULT_GROUP,
@@ -140,6 +144,14 @@ class ValkeyQueue:
         self._retry = client.register_script(queue_scripts.RETRY)
         self._bury = client.register_script(queue_scripts.DEAD_LETTER)
         self._forget = client.register_script(queue_scripts.FORGET_CONSUMER)
+        self._holds = Holds(
+            client,
+            stream=name,
+            group=group,
+            consumer=self.consumer,
+            visibility_timeout_s=visibility_timeout_s,
+            max_hold_s=max(max_hold_s, visibility_timeout_s),
+        )
         self._dead = DeadLetterStream(
             client,
             stream=name,
@@ -164,6 +176,7 @@ class ValkeyQueue:
     async def aclose(self) -> None:
         """Leave the consumer group if this instance holds no delivery, then close the
         client's connections."""
+        await self._holds.aclose()
         try:
             await self._forget(keys=[self.name], args=[self.group, self.consumer])
         except redis_errors.RedisError as exc:
@@ -214,6 +227,7 @@ class ValkeyQueue:
         """Remove the message if ``delivery`` is its live delivery; otherwise (acked
         already, or delivered again since) do nothing."""
         entry_id, counter = _parse_receipt(delivery.receipt)
+        self._holds.release(entry_id)
         with backend_errors("ack"):
             await self._grouped(
                 lambda: self._ack(
@@ -226,6 +240,7 @@ class ValkeyQueue:
         count; dead-letter it now if its next delivery would exceed the maximum.
         A stale delivery is ignored."""
         entry_id, counter = _parse_receipt(delivery.receipt)
+        self._holds.release(entry_id)
         delay_ms = int(max(delay_s, 0.0) * 1000)
         args: list[ScriptArg] = [self.group, entry_id, counter, self._dedup_prefix, delay_ms]
         with backend_errors("retry"):
@@ -237,6 +252,7 @@ class ValkeyQueue:
         """Move the message to the dead-letter stream with ``reason`` and its attempts.
         A stale delivery is ignored."""
         entry_id, counter = _parse_receipt(delivery.receipt)
+        self._holds.release(entry_id)
         args: list[ScriptArg] = [self.group, entry_id, counter, self._dedup_prefix, reason]
         with backend_errors("dead-letter"):
             await self._grouped(lambda: self._bury(keys=self._keys, args=args))
@@ -332,4 +348,5 @@ class ValkeyQueue:
                 continue
             receipt = f"{entry_id}/{counter}"
             deliveries.append(Delivery(message=message, receipt=receipt, attempt=attempt))
+            self._holds.hold(entry_id, counter)
         return deliveries
