@@ -160,6 +160,8 @@ class Dispatcher:
                 f"backend {backend!r} is not available in this deployment", retryable=False
             )
         name = runner_name_for(job.job_id, job.attempt)
+        if job.status is JobStatus.LAUNCHING and await self._taken_at_github(job):
+            return DispatchOutcome.ALREADY_DONE
         await self._store_config(job, spec, RunnerId(name), name)
         if job.status is JobStatus.CLAIMED:
             job = await self._save(
@@ -172,6 +174,22 @@ class Dispatcher:
         await self._save(attrs.evolve(job, runner_id=result.runner_id), job)
         self.metrics.increment("runners_launched", labels={"backend": backend})
         return DispatchOutcome.LAUNCHED
+
+    async def _taken_at_github(self, job: Job) -> bool:
+        """Whether GitHub already gave ``job`` to a runner. Asked only when a launch was
+        interrupted after the runner may have been created (no runner id recorded):
+        that runner may have run the job and been cleaned up since, and creating it again
+        would start a second runner for a job that ran. GitHub's ``in_progress`` and
+        ``completed`` webhooks (or healing) settle such a job; when GitHub cannot be
+        asked, the launch goes on (creating a runner is idempotent while it exists)."""
+        try:
+            seen = await self.github.get_job(job.repository, job.job_id)
+        except (AdapterError, NotFoundError):
+            return False
+        if seen.status in ("in_progress", "completed"):
+            _log.info("job %s: GitHub gave it to a runner already; not launched again", job.job_id)
+            return True
+        return False
 
     async def _take_warm(self, job: Job, backend: str) -> DispatchOutcome | None:
         """Bind an idle pool runner to the job; ``None`` when none is free."""

@@ -7,6 +7,7 @@ import random
 from datetime import timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 from runs_fleet_core.domain.ids import JobId, RunnerId, runner_name_for
@@ -14,6 +15,7 @@ from runs_fleet_core.domain.job import JobStatus
 from runs_fleet_core.domain.pool import PoolConfig
 from runs_fleet_core.domain.runner import RunnerPhase
 from runs_fleet_core.errors import AdapterError, ProviderError
+from runs_fleet_core.ports.github import JobStatusReport
 from runs_fleet_core.usecases.dispatch import Dispatcher, DispatchOutcome, backoff_delay
 
 from .conftest import World, event, new_world
@@ -302,6 +304,40 @@ async def test_a_crash_between_any_two_dispatch_steps_still_gives_exactly_one_ru
         registered = await world.github.list_runners("octo-org/widgets")
         assert [r.name for r in registered] == [runner_name_for(JOB, 1)], where
         assert world.queue.pending_count() == 0 and await world.queue.dead_letters() == [], where
+
+
+async def test_a_runner_that_ran_and_went_before_its_launch_was_recorded_is_not_made_again(
+    world: World,
+) -> None:
+    """The worker died right after creating the runner; the runner ran the job and was
+    cleaned up (a finished Kubernetes Job past its TTL); the message comes back. GitHub
+    gave the job out already, so no second runner is created for it."""
+    await _queued(world)
+    [delivery] = await world.queue.receive(1, 0)
+    provider = world.provider
+
+    class DiesRightAfterCreating:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(provider, name)
+
+        async def create_runner(self, spec: Any, *, runner_name: str) -> Any:
+            await provider.create_runner(spec, runner_name=runner_name)
+            raise Crash
+
+    doomed = attrs.evolve(
+        world.dispatcher(owner="doomed"), providers={"memory": DiesRightAfterCreating()}
+    )
+    with contextlib.suppress(Crash):
+        await doomed.handle(delivery)
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.status is JobStatus.LAUNCHING and job.runner_id is None
+    [runner] = await _runners_for(world, JOB)
+    await world.provider.terminate_runner(runner.runner_id)  # it ran, and is gone
+    world.github.jobs[JOB] = JobStatusReport(job_id=JOB, status="completed", conclusion="success")
+    world.clock.advance(61)
+    assert await world.dispatch_all(owner="survivor") == ["already_done"]
+    assert len(world.provider.created) == 1
+    assert world.queue.pending_count() == 0
 
 
 async def test_a_warm_runner_that_will_not_start_is_stopped_released_and_cold_started(
