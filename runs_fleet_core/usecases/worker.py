@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from typing import Protocol
 
 import attrs
 
 from runs_fleet_core.ports import Delivery, Metrics, Queue
+from runs_fleet_core.usecases.dispatch import backoff_delay
 
 _log = logging.getLogger(__name__)
 
@@ -26,6 +28,9 @@ MIN_IDLE_S = 0.05
 """The shortest pause after an empty receive, whatever ``wait_s`` is: a queue adapter
 that answers "nothing" at once must not turn the loop into a busy loop."""
 MAX_RECEIVE_BACKOFF_S = 30.0
+RETRY_BASE_S = 5.0
+RETRY_CAP_S = 300.0
+"""Backoff of a delivery whose dispatch raised unexpectedly (full jitter, doubling)."""
 
 
 class DeliveryHandler(Protocol):
@@ -88,6 +93,7 @@ class _Worker:
     wait_s: float
     report: WorkerReport = attrs.field(factory=WorkerReport)
     in_flight: set[asyncio.Task[None]] = attrs.field(factory=set)
+    _rng: random.Random = attrs.field(factory=random.Random)
 
     async def run(self) -> WorkerReport:
         try:
@@ -131,20 +137,36 @@ class _Worker:
 
     async def _handle(self, delivery: Delivery) -> None:
         """Handle one delivery; an unexpected exception is logged and counted, and the
-        delivery is left unacknowledged for the queue to deliver again."""
+        delivery is given back to the queue (see :meth:`_give_back`)."""
         try:
             outcome = await self.dispatcher.handle(delivery)
         except Exception:
             self.report.failed += 1
             self.metrics.increment("worker_errors")
             _log.exception(
-                "dispatching job %s (delivery attempt %d) failed; left for redelivery",
+                "dispatching job %s (delivery attempt %d) failed; it will be delivered again",
                 delivery.message.job_id,
                 delivery.attempt,
             )
+            await self._give_back(delivery)
             return
         self.report.handled += 1
         self.metrics.increment("worker_deliveries", labels={"outcome": str(outcome)})
+
+    async def _give_back(self, delivery: Delivery) -> None:
+        """Retry the delivery after a backoff: the failure counts as an attempt, so a
+        message that keeps failing ends in the dead-letter queue. A queue that renews
+        the deliveries it hands out (so that slow dispatches keep their messages) stops
+        renewing this one even when the retry itself fails, so the visibility timeout
+        brings it back instead of it staying hidden behind a live worker."""
+        delay = backoff_delay(
+            delivery.attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, rng=self._rng
+        )
+        try:
+            await self.queue.retry(delivery, delay)
+        except Exception as exc:  # the queue is down: its visibility timeout takes over
+            _log.warning("job %s: its delivery could not be retried: %s",
+                         delivery.message.job_id, exc)  # fmt: skip
 
 
 async def _first_of(stop: asyncio.Event, tasks: set[asyncio.Task[None]]) -> None:

@@ -261,8 +261,12 @@ class Burst:
             "busy runners stopped": self.deployment.busy_stopped(),
             "orphans after housekeeping": sum(orphans.values()),
         }
-        warm = sum(
-            1 for r in records if r.get("runner_id") and r["runner_id"] != r.get("runner_name")
+        warm = sum(  # local mode names a cold runner's id after the runner
+            1
+            for r in records
+            if self.deployment.pool_sizes
+            and r.get("runner_id")
+            and r["runner_id"] != r.get("runner_name")
         )
         details = {
             "took": {phase: round(seconds) for phase, seconds in self.took.items()},
