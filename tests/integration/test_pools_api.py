@@ -321,10 +321,15 @@ def _free_port() -> int:
         return port
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
 async def test_the_cli_sets_lists_shows_and_deletes_a_pool() -> None:
     async with running() as server:
         url = ["--server", _url(server)]
-        schedule = "days=mon-fri/hours=8-18/running=3/stopped=1"
+        # a day that is not today, so the schedule is never in force during the test
+        day = (datetime.now(UTC).weekday() + 3) % 7
+        schedule = f"days={_DAYS[day]}/hours=8-18/running=3/stopped=1"
         created = await _run(
             "set", "ci", "--label", LABEL, "--running", "1", "--stopped", "0",
             "--schedule", schedule, *url,
@@ -334,7 +339,7 @@ async def test_the_cli_sets_lists_shows_and_deletes_a_pool() -> None:
         assert f"schedule      {schedule}\n" in created.stdout
         stored = await server.services.adapters.state.get_pool("ci")
         assert stored is not None and stored.schedules == (
-            Schedule(weekdays=(0, 1, 2, 3, 4), start_hour=8, end_hour=18, desired_running=3,
+            Schedule(weekdays=(day,), start_hour=8, end_hour=18, desired_running=3,
                      desired_stopped=1),
         )  # fmt: skip
 
