@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -50,9 +52,19 @@ def faults(session: nox.Session) -> None:
     with three replicas under SIGKILLs, outages, Valkey restarts and duplicated webhooks.
     ``RUNS_FLEET_FAULTS_SEED`` picks another seed."""
     _install_project(session, "test")
-    session.run(
-        "pytest", "--numprocesses=3", "--dist=loadfile", "tests/faults", *session.posargs
-    )
+    session.run("pytest", "--numprocesses=3", "--dist=loadfile", "tests/faults", *session.posargs)
+
+
+@nox.session
+def audit(session: nox.Session) -> None:
+    """pip-audit over the dependency set of the ``tests`` session (the project's own
+    packages aside): a known vulnerability fails the session; an advisory service that
+    cannot be reached prints a warning that the audit did not run, and passes."""
+    _install_project(session, "test")
+    requirements = Path(session.create_tmp()) / "requirements.txt"
+    session.run("python", ".ci/audit.py", "freeze", str(requirements))
+    session.install("pip-audit")
+    session.run("python", ".ci/audit.py", "check", str(requirements), *session.posargs)
 
 
 @nox.session

@@ -1,3 +1,3 @@
 """Fixtures every test directory may use."""
 
-pytest_plugins = ["tests.moto_server", "tests.kube_api.fixtures"]
+pytest_plugins = ["tests.moto_server", "tests.kube_api.fixtures", "tests.secret_scan"]

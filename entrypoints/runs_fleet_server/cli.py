@@ -26,6 +26,10 @@ _LEVELS = {
     "error": logging.ERROR,
 }
 
+SDK_LOGGERS = ("botocore", "boto3", "s3transfer")
+"""Client libraries whose debug records quote whole requests and answers (the value of
+an SSM SecureString parameter: a JIT config and a report token): held at INFO when
+runs-fleet logs at debug, so that debug logging shows no secret."""
 
 SCHEDULER_BY_DEFAULT = frozenset({"local", "memory"})
 """Modes whose ``serve`` runs the scheduler in the same process unless told otherwise."""
@@ -92,3 +96,5 @@ def _configure_logging(env: Mapping[str, str]) -> None:
     settings check reports an invalid value)."""
     level = _LEVELS.get(env.get("RUNS_FLEET_LOG_LEVEL", "").strip().lower(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))

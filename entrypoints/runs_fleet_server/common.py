@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -19,6 +20,16 @@ from runs_fleet_core.errors import AdapterError, ConflictError
 
 UNAVAILABLE = (AdapterError, ConflictError, OSError, asyncio.TimeoutError)
 """Failures of a backing service (queue, state store): answered with 503, retry later."""
+
+
+_URL_USER_INFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@]*@")
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with the user info of every URL in it (``user:password@``) replaced by
+    ``***@``: a client library's error may quote the URL it was given, password and
+    all, and such errors are logged."""
+    return _URL_USER_INFO.sub(r"\1***@", text)
 
 
 class BodyTooLarge(Exception):

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from runs_fleet_core.domain.ids import JobId
 from runs_fleet_server.bootstrap import Services
-from runs_fleet_server.common import error
+from runs_fleet_server.common import error, without_credentials
 from runs_fleet_server.gauges import refresh_gauges
 
 _log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ async def _timed(check: Callable[[], Awaitable[object]]) -> str:
         async with asyncio.timeout(PROBE_TIMEOUT_S):
             await check()
     except Exception as exc:
-        _log.warning("readiness check failed: %s: %s", type(exc).__name__, exc)
+        cause = without_credentials(str(exc))
+        _log.warning("readiness check failed: %s: %s", type(exc).__name__, cause)
         return "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
     return "ok"

@@ -69,13 +69,11 @@ class Ec2Stack(LocalStack):
                     "SecurityGroupIds": [self.security_group],
                 },
             )
-        done = subprocess.run(
+        done = self.run_logged(
+            "aws-create-resources",
             [sys.executable, "-m", "runs_fleet_cli", "aws", "create-resources", "--json"],
-            env=_clean_env() | self.aws.env(),
-            capture_output=True,
-            text=True,
+            env=_clean_env() | self.aws.env() | self.settings,
             timeout=120,
-            check=False,
         )
         assert done.returncode == 0, done.stderr
         self.resources = json.loads(done.stdout)
@@ -131,14 +129,11 @@ class Ec2Stack(LocalStack):
     ) -> subprocess.CompletedProcess[str]:
         """Be the instance: run the EC2 agent with ``RUNS_FLEET_INSTANCE_ID`` and the
         simulated runner, until it exits."""
-        return subprocess.run(
+        return self.run_logged(
+            f"ec2-agent-{instance_id}",
             self._agent_argv(*args),
             env=self._agent_env(instance_id, env),
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
             timeout=timeout,
-            check=False,
         )
 
     def start_agent(self, instance_id: str, *args: str) -> subprocess.Popen[bytes]:

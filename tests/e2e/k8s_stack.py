@@ -25,6 +25,7 @@ from typing import Any
 
 from runs_fleet_cli.demo.processes import free_port, wait_until_ready
 from runs_fleet_k8s import config_files
+from tests import secret_scan
 from tests.e2e.local_stack import START_TIMEOUT_S, LocalStack, _clean_env, closed_at_exit
 from tests.kube_api.fixtures import KubeApi
 
@@ -141,6 +142,7 @@ class Kubelet:
         answer = core.create_namespaced_service_account_token(
             pod["spec"].get("serviceAccountName", "default"), metadata["namespace"], request
         )
+        secret_scan.register_secret(answer.status.token, "service account token")
         path = pod_dir / "token"
         path.write_text(answer.status.token)
         return path

@@ -5,11 +5,17 @@ in :mod:`runs_fleet_cli.demo.processes`), optionally beside separate ``runs-flee
 worker`` processes and an external ``valkey-server`` (the multi-process deployment). All
 of them, and every runner agent they start, work inside one directory, so
 :meth:`LocalStack.close` can stop what it started and then kill whatever is left there.
+
+Every process writes its output to a ``.log`` file in that directory, runs-fleet's
+processes at debug level, and the secret scanner (:mod:`tests.secret_scan`) reads them
+all; the stack registers the secrets it makes or learns (webhook secret, App key, admin
+token, Valkey password, report tokens).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -30,7 +36,10 @@ from runs_fleet_cli.demo.processes import (
     tail,
     wait_until_ready,
 )
+from runs_fleet_core.domain.ids import JobId
+from runs_fleet_core.domain.tokens import report_token
 from runs_fleet_local.embedded_valkey import valkey_server_executable
+from tests import secret_scan
 
 T = TypeVar("T")
 S = TypeVar("S", bound="LocalStack")
@@ -85,14 +94,15 @@ class ExternalValkey:
             "--dir", str(self.data_dir), "--logfile", str(log), "--daemonize", "no",
             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            argv,
-            cwd=self.data_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with (self.data_dir / "valkey-output.log").open("ab") as output:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -145,8 +155,13 @@ class LocalStack:
         self.settings = dict(settings or {})
         self.valkey = ExternalValkey(workdir / "valkey") if external_valkey else None
         self.logs: dict[int, Path] = {}
+        self.queued: list[int] = []
+        """The ids of the jobs this stack queued (for their report tokens)."""
         self._processes: list[subprocess.Popen[bytes]] = []
         self._count = 0
+        secret_scan.watch_dir(workdir)
+        if self.settings.get("RUNS_FLEET_ADMIN_TOKEN"):
+            secret_scan.register_secret(self.settings["RUNS_FLEET_ADMIN_TOKEN"], "admin token")
 
     # --- starting and stopping ------------------------------------------------------
 
@@ -172,6 +187,12 @@ class LocalStack:
         wait_until_ready(
             f"{self.simulator}/_simulator/jobs", process, self.logs[process.pid], START_TIMEOUT_S
         )
+        secret_scan.register_secret(self.webhook_secret(), "webhook secret")
+        secret_scan.register_secret((self.workdir / "app.pem").read_bytes(), "App private key")
+
+    def webhook_secret(self) -> str:
+        """The secret the simulator signs webhooks with (it wrote it when it started)."""
+        return (self.workdir / "webhook.secret").read_text().strip()
 
     def env(self) -> dict[str, str]:
         """The environment of every runs-fleet process of this stack (one deployment)."""
@@ -184,6 +205,7 @@ class LocalStack:
             "RUNS_FLEET_GITHUB_API_URL": self.simulator,
             "RUNS_FLEET_RUNNER_DIR": str(self.workdir / "runner"),
             "RUNS_FLEET_LISTEN": f"127.0.0.1:{self.api_port}",
+            "RUNS_FLEET_LOG_LEVEL": "debug",
         }
         if self.valkey is not None:
             env["RUNS_FLEET_VALKEY_URL"] = self.valkey.url
@@ -202,14 +224,30 @@ class LocalStack:
 
     def pools(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``runs-fleet pools …`` against this stack's server."""
-        return subprocess.run(
+        return self.run_logged(
+            "runs-fleet-pools",
             [sys.executable, "-m", "runs_fleet_cli", "pools", *args, "--server", self.api],
             env=_clean_env(),
+        )
+
+    def run_logged(
+        self, name: str, argv: list[str], *, env: Mapping[str, str], timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` to its end; its output is returned and also kept in a log of
+        this stack (where the secret scanner reads it)."""
+        done = subprocess.run(
+            argv,
+            env=dict(env),
+            cwd=self.workdir,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
             check=False,
         )
+        self._count += 1
+        log = self.workdir / f"{self._count:02d}-{name}.log"
+        log.write_text(f"{done.stdout}\n--- stderr (exit {done.returncode})\n{done.stderr}")
+        return done
 
     def _start(self, name: str, argv: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         self._count += 1
@@ -223,6 +261,7 @@ class LocalStack:
         """Stop every process this stack started (newest first), then kill whatever
         still works inside ``workdir`` (runner agents); returns how many were left."""
         try:
+            self._register_runner_secrets()
             for process in reversed(self._processes):
                 stop(process)
             if self.valkey is not None:
@@ -234,6 +273,21 @@ class LocalStack:
             time.sleep(POLL_S)
         return left
 
+    def _register_runner_secrets(self) -> None:
+        """Register the secrets no shape gives away: the embedded Valkey password and the
+        report token of each runner of each queued job (while the simulator still runs)."""
+        password = self.state_dir / "valkey.password"
+        if password.is_file():
+            secret_scan.register_secret(password.read_text(), "Valkey password")
+        try:
+            registered = http_json("GET", f"{self.simulator}/_simulator/runner-registrations")
+            names = {str(r["name"]) for r in registered} | set(self.jit_configs())
+        except (OSError, ValueError, urllib.error.URLError):
+            return  # no simulator (any more): its test failed already
+        secret = self.webhook_secret()
+        for job_id, name in itertools.product(self.queued, names | set(self.runner_dirs())):
+            secret_scan.register_secret(report_token(secret, JobId(job_id), name), "report token")
+
     # --- the simulated GitHub ---------------------------------------------------------
 
     def queue_job(self, labels: list[str] | None = None, **options: Any) -> tuple[int, str]:
@@ -241,6 +295,7 @@ class LocalStack:
         its job id and the webhook's delivery id."""
         body = {"repository": REPOSITORY, "labels": labels or [LABEL], "run_id": RUN_ID}
         sent = http_json("POST", f"{self.simulator}/_simulator/jobs", body | options)
+        self.queued.append(int(sent["job_id"]))
         return int(sent["job_id"]), str(sent["delivery_id"])
 
     def resend(self, delivery_id: str, how: str) -> int:

@@ -49,6 +49,7 @@ from runs_fleet_github_simulator import (
     SimulatorServer,
     generate_app_key,
 )
+from tests import secret_scan
 
 APP_ID = 4242
 WEBHOOK_SECRET = "It's a Secret to Everybody"
@@ -144,7 +145,9 @@ class WebhookReceiver:
 @pytest.fixture(scope="session")
 def app_keys() -> AppKeyPair:
     """The simulated App's RSA key pair (generated once per session)."""
-    return generate_app_key()
+    keys = generate_app_key()
+    secret_scan.register_secret(keys.private_pem, "App private key")
+    return keys
 
 
 @pytest.fixture
@@ -173,6 +176,7 @@ async def github_server(
     """The simulated GitHub, served on 127.0.0.1: App ``APP_ID`` installed on an
     organization (``ORG_REPO``) and a user (``USER_REPO``); webhooks signed with
     ``WEBHOOK_SECRET`` and not sent until a test sets ``sim.webhook_url``."""
+    secret_scan.register_secret(WEBHOOK_SECRET, "webhook secret")
     sim = GitHubSimulator(
         app_id=APP_ID,
         app_public_key=app_keys.public_pem,

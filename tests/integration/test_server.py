@@ -43,6 +43,7 @@ from runs_fleet_server.app import create_app
 from runs_fleet_server.bootstrap import Services, build_services
 from runs_fleet_server.serve import listen, serve, work, work_only
 from runs_fleet_server.webhook import WebhookEndpoint
+from tests import secret_scan
 
 SECRET = "integration-webhook-secret"
 GITHUB = Path(__file__).parents[1] / "fixtures" / "github"
@@ -137,6 +138,9 @@ async def running(*, with_worker: bool = True, **env: str) -> AsyncIterator[Serv
         "RUNS_FLEET_METRICS_ADAPTER": "prometheus",
         "RUNS_FLEET_LISTEN": "127.0.0.1:0",
     } | env
+    secret_scan.register_secret(environ["RUNS_FLEET_GITHUB_WEBHOOK_SECRET"], "webhook secret")
+    if environ.get("RUNS_FLEET_ADMIN_TOKEN"):
+        secret_scan.register_secret(environ["RUNS_FLEET_ADMIN_TOKEN"], "admin token")
     services = build_services(environ)
     services.worker_wait_s = 0.1  # stop within 0.1 s instead of 1 s: faster tests
     stop, ready = asyncio.Event(), asyncio.Event()

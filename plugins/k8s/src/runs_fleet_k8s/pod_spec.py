@@ -45,7 +45,9 @@ some clients resolve to ``::1`` first, where the daemon does not listen."""
 PREEMPTIBLE_TAINT = names.PREFIX + "preemptible"
 TERMINATION_GRACE_S = 60
 CONFIG_FILE_MODE = 0o440
-"""Readable by the runner's group only (the pod's ``fsGroup``), never by others."""
+"""Mode of the files of every secret volume (config, service account token): readable
+by the runner's group only (the pod's ``fsGroup``), never by others; without it a
+projected token is 0644 whenever the pod's containers run as different users."""
 DEFAULT_RAM_PER_CPU_GIB = 2
 
 
@@ -280,6 +282,7 @@ def _config_wiring(
     volume = {
         "name": "runs-fleet-token",
         "projected": {
+            "defaultMode": CONFIG_FILE_MODE,
             "sources": [
                 {
                     "serviceAccountToken": {
@@ -288,7 +291,7 @@ def _config_wiring(
                         "path": "token",
                     }
                 }
-            ]
+            ],
         },
     }
     mount = {"name": "runs-fleet-token", "mountPath": TOKEN_DIR, "readOnly": True}

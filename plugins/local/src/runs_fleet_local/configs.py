@@ -20,10 +20,10 @@ from pathlib import Path
 from runs_fleet_core.converters import dumps, loads, make_config_converter
 from runs_fleet_core.domain.ids import RunnerId
 from runs_fleet_core.domain.runner import RunnerConfig
+from runs_fleet_local.private import make_private_dir
 
 _RUNNER_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 _SUFFIX = ".json"
-DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
@@ -78,15 +78,8 @@ class FileConfigStore:
     def __repr__(self) -> str:
         return f"FileConfigStore({str(self._directory)!r})"
 
-    def _ensure_directory(self) -> None:
-        try:
-            self._directory.mkdir(mode=DIR_MODE, parents=True)
-        except FileExistsError:
-            return
-        os.chmod(self._directory, DIR_MODE)
-
     def _write(self, path: Path, payload: bytes) -> None:
-        self._ensure_directory()
+        make_private_dir(self._directory)
         temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
         fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, FILE_MODE)
         try:

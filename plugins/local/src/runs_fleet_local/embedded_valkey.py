@@ -24,12 +24,14 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from runs_fleet_core.errors import RunsFleetError
+from runs_fleet_local.private import DIR_MODE, make_private_dir
 
 _log = logging.getLogger("runs_fleet_local.valkey")
 _HOST = "127.0.0.1"
 _PORT_TRIES = 3
-_DIR_MODE = 0o700
 _FILE_MODE = 0o600
+_UMASK = 0o077
+"""The server's own files (AOF, log, pid) are its owner's alone, like its directory."""
 
 
 class EmbeddedValkeyError(RunsFleetError):
@@ -88,8 +90,8 @@ class EmbeddedValkey:
     def start(self) -> None:
         """Start the server and wait until it answers PING (after loading its data)."""
         executable = self._executable or valkey_server_executable()
-        self.data_dir.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-        os.chmod(self.data_dir, _DIR_MODE)
+        make_private_dir(self.data_dir)
+        os.chmod(self.data_dir, DIR_MODE)
         self._password = _password(self.password_file)
         self._stop_leftover()
         problems = []
@@ -116,6 +118,7 @@ class EmbeddedValkey:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            umask=_UMASK,
         )
         deadline = time.monotonic() + self._start_timeout_s
         while time.monotonic() < deadline:

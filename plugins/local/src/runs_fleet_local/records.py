@@ -24,11 +24,11 @@ from pathlib import Path
 import attrs
 
 from runs_fleet_core.converters import dumps, loads, make_record_converter
+from runs_fleet_local.private import make_private_dir
 
 RECORD_FILE = "runner.json"
 LOG_FILE = "agent.log"
 _LOCK_FILE = ".lock"
-_DIR_MODE = 0o700
 
 
 class Kind(enum.StrEnum):
@@ -89,7 +89,7 @@ class RecordStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the exclusive lock that serialises changes across processes."""
-        self._root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        make_private_dir(self._root)
         fd = os.open(self._root / _LOCK_FILE, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -108,7 +108,7 @@ class RecordStore:
     def write(self, record: RunnerRecord) -> None:
         """Write ``record`` atomically and durably, creating its work dir."""
         directory = self.work_dir(record.runner_id)
-        directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        make_private_dir(directory)
         path = directory / RECORD_FILE
         temp = directory / f".{RECORD_FILE}.{secrets.token_hex(6)}.tmp"
         try:

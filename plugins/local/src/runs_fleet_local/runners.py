@@ -26,6 +26,7 @@ from runs_fleet_core.errors import ProviderError
 from runs_fleet_core.ports import Clock
 from runs_fleet_local import processes
 from runs_fleet_local.configs import FileConfigStore
+from runs_fleet_local.private import make_private_dir
 from runs_fleet_local.records import Kind, Phase, RecordStore, RunnerRecord
 from runs_fleet_local.runner_dirs import private_runner_dir
 
@@ -134,7 +135,7 @@ class LocalRunners:
         options = self.options
         assert options.runner_dir is not None
         work_dir = self.records.work_dir(record.runner_id)
-        work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(work_dir)
         runner_dir = options.runner_dir
         if options.private_runner_dirs:
             try:

@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a secret 0600, in a directory made 0700 if it does not exist yet."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
