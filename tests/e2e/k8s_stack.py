@@ -32,6 +32,23 @@ from tests.kube_api.fixtures import KubeApi
 RUNNER_SERVICE_ACCOUNT = "runs-fleet-runner"
 
 
+def mount_config(kube: KubeApi, pod: dict[str, Any], target: Path) -> None:
+    """Write the files of the ConfigMaps and Secrets ``pod``'s projected volumes name
+    into ``target``, as the kubelet mounts them (Secret values decoded)."""
+    target.mkdir(parents=True, exist_ok=True)
+    namespace = pod["metadata"]["namespace"]
+    for volume in pod["spec"].get("volumes", []):
+        for source in volume.get("projected", {}).get("sources", []):
+            if "configMap" in source:
+                found = kube.server.get("configmaps", namespace, source["configMap"]["name"])
+                for key, value in (found or {}).get("data", {}).items():
+                    (target / key).write_text(value)
+            if "secret" in source:
+                found = kube.server.get("secrets", namespace, source["secret"]["name"])
+                for key, value in (found or {}).get("data", {}).items():
+                    (target / key).write_bytes(base64.b64decode(value))
+
+
 class Kubelet:
     """Runs the agent of each pod of ``kube`` in ``workdir`` (see the module docstring)."""
 
@@ -102,21 +119,7 @@ class Kubelet:
 
     def _mount_config(self, pod: dict[str, Any], target: Path) -> None:
         """The files of the ConfigMap and Secret the pod's volumes name, as mounted."""
-        target.mkdir(parents=True)
-        namespace = pod["metadata"]["namespace"]
-        for volume in pod["spec"].get("volumes", []):
-            sources = volume.get("projected", {}).get("sources", [])
-            for source in sources:
-                if "configMap" in source:
-                    found = self.kube.server.get(
-                        "configmaps", namespace, source["configMap"]["name"]
-                    )
-                    for key, value in (found or {}).get("data", {}).items():
-                        (target / key).write_text(value)
-                if "secret" in source:
-                    found = self.kube.server.get("secrets", namespace, source["secret"]["name"])
-                    for key, value in (found or {}).get("data", {}).items():
-                        (target / key).write_bytes(base64.b64decode(value))
+        mount_config(self.kube, pod, target)
 
     def _project_token(self, pod: dict[str, Any], pod_dir: Path) -> Path:
         """A token for the pod's service account, bound to the pod, for the runs-fleet

@@ -172,7 +172,7 @@ class Burst:
         self._watcher.join(30)
         if self.deployment.pool_sizes:
             self._resize_pool(0)  # the pool drains: its idle runners must go too
-        wait_until(lambda: sum(self.deployment.orphans().values()) == 0, 40, poll_s=1)
+        wait_until(lambda: sum(self.deployment.orphans().values()) == 0, 60, poll_s=1)
         self.took["cleaned up"] = time.monotonic() - started
         return self._count(queued, schedule.log)
 

@@ -31,7 +31,7 @@ from runs_fleet_core.domain.runner import RunnerConfig
 from runs_fleet_ec2 import fleet, ssm
 from runs_fleet_k8s import config_files, names
 from tests.e2e.ec2_stack import Ec2Stack
-from tests.e2e.k8s_stack import RUNNER_SERVICE_ACCOUNT, K8sStack
+from tests.e2e.k8s_stack import RUNNER_SERVICE_ACCOUNT, K8sStack, mount_config
 from tests.e2e.local_stack import LocalStack, processes_in
 from tests.faults.harness import Step
 from tests.kube_api.fixtures import KubeApi, write_kubeconfig
@@ -41,7 +41,7 @@ GITHUB_STEP = Step("github", b"generate-jitconfig", "JIT config made")
 SPEEDS = {
     "RUNS_FLEET_SCHEDULER_INTERVAL_S": "1",
     "RUNS_FLEET_SCHEDULER_LEASE_S": "5",
-    "RUNS_FLEET_CLAIM_TTL_S": "5",
+    "RUNS_FLEET_CLAIM_TTL_S": "30",
     "RUNS_FLEET_HEAL_AFTER_S": "10",
     "RUNS_FLEET_RELAUNCH_AFTER_S": "20",
     "RUNS_FLEET_DISCOVER_AFTER_S": "3",
@@ -373,6 +373,9 @@ class K8sDeployment(Deployment):
         )
         env["RUNS_FLEET_KUBECONFIG"] = str(kubeconfig)
         env["RUNS_FLEET_KUBE_TIMEOUT_S"] = "3"
+        # finished Jobs stay a while, as by default (300 s), so a dispatch that comes
+        # back to a finished runner finds its Job instead of making it again
+        env["RUNS_FLEET_KUBE_JOB_TTL_S"] = "15"
         env["RUNS_FLEET_PUBLIC_URL"] = url
         return env
 
@@ -411,23 +414,10 @@ class K8sDeployment(Deployment):
         self._deleted.add(pod["metadata"]["name"])
 
     def _mounted(self, pod: dict[str, Any]) -> RunnerConfig | None:
-        namespace = pod["metadata"]["namespace"]
-        files: dict[str, str] = {}
-        for volume in pod["spec"].get("volumes", []):
-            for source in volume.get("projected", {}).get("sources", []):
-                for kind, resource in (("configMap", "configmaps"), ("secret", "secrets")):
-                    if kind in source:
-                        found = self.kube.server.get(resource, namespace, source[kind]["name"])
-                        for key, value in (found or {}).get("data", {}).items():
-                            files[key] = (
-                                base64.b64decode(value).decode() if kind == "secret" else value
-                            )
-        if set(files) < {config_files.RUNNER_FILE, config_files.SECRET_FILE}:
-            return None
+        """The runner config the pod mounts, read as its agent reads it; ``None`` when
+        its ConfigMap or Secret is not there (yet, or any more)."""
         target = self.workdir / "pods" / pod["metadata"]["name"]
-        target.mkdir(parents=True, exist_ok=True)
-        for key, value in files.items():
-            (target / key).write_text(value)
+        mount_config(self.kube, pod, target)
         try:
             return config_files.read_dir(target)
         except config_files.ConfigFilesError:
