@@ -20,7 +20,6 @@ import functools
 import heapq
 import http.server
 import json
-import os
 import random
 import signal
 import subprocess
@@ -290,14 +289,6 @@ def http_get_json(url: str, timeout: float = 10) -> Any:
         return json.loads(response.read())
 
 
-def metric_value(text: str, name: str) -> float | None:
-    """A sample's value in Prometheus text (the first sample named ``name``)."""
-    for line in text.splitlines():
-        if line.startswith((name + " ", name + "{")):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def wait_until(check: Callable[[], bool], timeout_s: float, poll_s: float = 0.25) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -306,8 +297,3 @@ def wait_until(check: Callable[[], bool], timeout_s: float, poll_s: float = 0.25
                 return True
         time.sleep(poll_s)
     return False
-
-
-def kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
