@@ -27,8 +27,8 @@ import attrs
 
 T = TypeVar("T")
 _CHUNK = 65536
-_WINDOW = 8192
-"""Bytes of a connection's recent requests a tap pattern is looked for in."""
+_WINDOW = 1024
+"""Bytes of a connection's earlier chunks kept, for a pattern that straddles two."""
 
 
 class Mode(enum.StrEnum):
@@ -193,8 +193,10 @@ class FaultProxy:
             connection.abort()
 
     def _watch(self, connection: _Connection, data: bytes) -> None:
+        """Look for armed patterns in this chunk and the tail of the ones before (a
+        pattern may straddle two chunks; a large request's first bytes must still be
+        seen, so the tail is cut only after the search)."""
         connection.recent += data
-        del connection.recent[:-_WINDOW]
         with self._lock:
             for tap in self._taps:
                 if tap.pattern in connection.recent:
@@ -202,3 +204,4 @@ class FaultProxy:
                     connection.tap = tap
                     connection.recent.clear()
                     return
+        del connection.recent[:-_WINDOW]
