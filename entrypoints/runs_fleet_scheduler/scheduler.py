@@ -38,6 +38,9 @@ def replica_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+MIN_STALE_RESERVATION_S = 60.0
+
+
 def completion_for(
     adapters: Adapters, *, rerun_lost_jobs: int = 0, max_attempts: int = 3
 ) -> Completion:
@@ -105,6 +108,7 @@ def build_leadership(
             metrics=adapters.metrics,
             demand={**wanted, **(demand or {})},
             fence=leadership.confirm,
+            stale_reservation_s=stale_reservation_s(lease_s),
         )
         await retire_idle_pools(
             state=adapters.state,
@@ -140,6 +144,14 @@ def build_leadership(
         ttl_s=lease_s,
     )
     return leadership
+
+
+def stale_reservation_s(lease_s: float) -> float:
+    """How old a scale-down reservation must be to belong to a pass that died: a pass
+    acts only while it holds the lease (it confirms the lease before each action), so
+    after twice the lease's lifetime its maker is dead or deposed; never less than a
+    minute, longer than any provider call takes (each has a timeout)."""
+    return max(2 * lease_s, MIN_STALE_RESERVATION_S)
 
 
 async def run_scheduler(

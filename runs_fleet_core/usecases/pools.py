@@ -18,9 +18,10 @@ cannot see:
   the first refusal, releasing what it reserved.
 
 A pass that dies between reserving and releasing leaves reservations behind; the next
-pass releases those older than ``stale_reservation_s``, far longer than any provider
-call (each has a timeout) takes. One pool's failure is counted and logged, and the other
-pools still get reconciled.
+pass releases those older than ``stale_reservation_s``, longer than any provider call
+(each has a timeout) takes; the scheduler sets it from its lease's lifetime, which no
+live pass outlasts without confirming its lease. One pool's failure is counted and
+logged, and the other pools still get reconciled.
 """
 
 from __future__ import annotations

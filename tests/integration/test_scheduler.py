@@ -45,3 +45,10 @@ async def test_the_leader_fills_a_pool_and_a_second_replica_stays_idle() -> None
         await adapters.state.acquire_lease("runs-fleet-scheduler", "c", 60, adapters.clock.now())
         is not None
     )
+
+
+def test_a_dead_passs_reservations_are_released_after_twice_the_lease_at_least_a_minute() -> None:
+    from runs_fleet_scheduler.scheduler import stale_reservation_s
+
+    assert stale_reservation_s(180) == 360
+    assert stale_reservation_s(5) == 60
