@@ -220,13 +220,22 @@ class Completion:
         await self._clean_up(job)
 
     async def _clean_up(self, job: Job) -> None:
-        """Delete the job's runner config and free its warm runner, whatever path it took."""
+        """Delete the job's runner config and free its warm runner, whatever path it took.
+
+        A warm runner is found through the assignments too: when its agent reports the
+        job started before the dispatcher recorded the runner on the job (a fast agent,
+        or a dispatcher that died), the job never names it, and the runner would stay
+        bound to a finished job, never reused nor scaled down."""
         cold = RunnerId(runner_name_for(job.job_id, job.attempt))
         await self.configs.delete(cold)
         if job.runner_id is not None:
             if job.runner_id != cold:  # a warm runner's config is under its own id
                 await self.configs.delete(job.runner_id)
             await self.state.release_runner(job.runner_id, job.job_id)
+        for assignment in await self.state.list_assignments():
+            if assignment.job_id == job.job_id and assignment.runner_id != job.runner_id:
+                await self.configs.delete(assignment.runner_id)
+                await self.state.release_runner(assignment.runner_id, job.job_id)
 
     def _observe(self, job: Job) -> None:
         self.metrics.increment("jobs_" + job.status.value)

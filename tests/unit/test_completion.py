@@ -129,6 +129,25 @@ async def test_a_warm_runner_is_freed_when_its_job_ends(world: World) -> None:
     assert await world.configs.get(runner_id) is None
 
 
+async def test_a_warm_runner_the_job_never_named_is_freed_when_the_job_ends(
+    world: World,
+) -> None:
+    """The agent reported the job started before the dispatcher recorded the warm runner
+    on it: the job names no runner, and the assignment still gets released."""
+    from runs_fleet_core.domain.pool import PoolConfig
+
+    pool = PoolConfig(name="default", desired_running=1)
+    [runner_id] = await world.pools.create_pool_runners(pool, 1)
+    await world.intake().take(event(1, "runs-fleet=42/pool=default"))
+    assert await world.state.assign_runner(runner_id, JOB, world.clock.now())
+    await world.completion().agent_reported(_report(AgentEvent.STARTED))
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.status is JobStatus.RUNNING and job.runner_id is None
+    finished = event(1, action=WorkflowJobAction.COMPLETED, conclusion="success")
+    await world.completion().job_finished(finished)
+    assert await world.state.get_assignment(runner_id) is None
+
+
 async def test_the_runners_exit_code_does_not_decide_a_started_jobs_result(world: World) -> None:
     await _launched(world)
     completion = world.completion()
