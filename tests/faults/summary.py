@@ -1,12 +1,14 @@
-"""The fault matrix's table, printed once at the end of the run with every mode's row
-(each mode runs as a test of its own, possibly in another pytest worker)."""
+"""The fault matrix's table, printed once at the end of a run with every mode's row.
+
+A pytest plugin loaded by the root ``conftest.py``: each mode runs as a test of its own,
+possibly in another pytest-xdist worker, and hands its row over as a user property of
+its report, which reaches the controller that prints the summary (a conftest file in
+``tests/faults`` would not be loaded there when the whole suite runs).
+"""
 
 from __future__ import annotations
 
 from typing import Any
-
-from tests.faults.burst import table
-from tests.faults.matrix import SEED
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -19,5 +21,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                     rows.append(value[0])
                     notes.append(value[1])
     if rows:
+        from tests.faults.burst import table
+        from tests.faults.matrix import SEED
+
         terminalreporter.write_sep("=", f"fault matrix (seed {SEED})")
         terminalreporter.write_line(table(rows, notes))
