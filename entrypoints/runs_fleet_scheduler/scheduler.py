@@ -8,6 +8,7 @@ is due is skipped rather than stacked (``max_instances=1``, ``coalesce``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import uuid
@@ -31,6 +32,10 @@ from runs_fleet_core.usecases.pools import reconcile_pools
 from runs_fleet_core.wiring import Adapters
 
 DEFAULT_INTERVAL_S = 60.0
+# how long a stopping scheduler lets the tick in progress finish before cancelling it
+DEFAULT_STOP_GRACE_S = 10.0
+
+_log = logging.getLogger(__name__)
 
 
 def replica_name() -> str:
@@ -155,13 +160,35 @@ def stale_reservation_s(lease_s: float) -> float:
 
 
 async def run_scheduler(
-    leadership: Leadership, stop: asyncio.Event, *, interval_s: float = DEFAULT_INTERVAL_S
+    leadership: Leadership,
+    stop: asyncio.Event,
+    *,
+    interval_s: float = DEFAULT_INTERVAL_S,
+    grace_s: float = DEFAULT_STOP_GRACE_S,
 ) -> None:
     """Tick ``leadership`` every ``interval_s`` (first tick at once) until ``stop`` is
-    set; then stop the timer and resign the lease so another replica takes over."""
+    set; then stop the timer, let a tick in progress finish (``grace_s`` at most, after
+    which it is cancelled: every chore is safe to interrupt and runs again on the next
+    leader), and resign the lease so another replica takes over at once."""
+    running: set[asyncio.Task[object]] = set()
+
+    async def tick() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        running.add(task)
+        try:
+            await leadership.tick()
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+            # cancelled by the shutdown below, past its grace: not a failure to report
+            _log.info("scheduler: the tick in progress was cancelled by shutdown")
+        finally:
+            running.discard(task)
+
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_job(
-        leadership.tick,
+        tick,
         "interval",
         seconds=interval_s,
         next_run_time=datetime.now(UTC),
@@ -174,5 +201,20 @@ async def run_scheduler(
     try:
         await stop.wait()
     finally:
+        scheduler.pause()  # no new tick; shutting down now would cancel the one running
+        await _finish(running, grace_s)
         scheduler.shutdown(wait=False)
         await leadership.resign()
+
+
+async def _finish(ticks: set[asyncio.Task[object]], grace_s: float) -> None:
+    """Wait up to ``grace_s`` for ``ticks``, then cancel those still running and wait
+    for them to end."""
+    pending = set(ticks)
+    if pending:
+        _log.info("scheduler: waiting up to %.0f s for the tick in progress", grace_s)
+        _, pending = await asyncio.wait(pending, timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)

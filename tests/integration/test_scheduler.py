@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from runs_fleet_core.catalog import CORE_SETTINGS
 from runs_fleet_core.domain.pool import PoolConfig
@@ -52,3 +55,53 @@ def test_a_dead_passs_reservations_are_released_after_twice_the_lease_at_least_a
 
     assert stale_reservation_s(180) == 360
     assert stale_reservation_s(5) == 60
+
+
+async def test_a_stopping_scheduler_lets_the_tick_in_progress_finish_then_resigns() -> None:
+    adapters = _adapters()
+    leadership = build_leadership(adapters, owner="a")
+    started, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow_chore() -> None:
+        started.set()
+        await release.wait()
+        finished.set()
+
+    leadership.chores = [("slow", slow_chore)]
+    stop = asyncio.Event()
+    loop = asyncio.create_task(run_scheduler(leadership, stop, interval_s=60))
+    await asyncio.wait_for(started.wait(), 5)
+    stop.set()
+    await asyncio.sleep(0.1)
+    assert not loop.done() and leadership.lease is not None  # still finishing the chore
+    release.set()
+    await asyncio.wait_for(loop, 5)
+    assert finished.is_set() and leadership.lease is None
+
+
+async def test_a_tick_hung_past_the_grace_is_cancelled_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    adapters = _adapters()
+    leadership = build_leadership(adapters, owner="a")
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def hung_chore() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    leadership.chores = [("hung", hung_chore)]
+    stop = asyncio.Event()
+    loop = asyncio.create_task(run_scheduler(leadership, stop, interval_s=60, grace_s=0.2))
+    await asyncio.wait_for(started.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(loop, 5)
+    assert cancelled.is_set() and leadership.lease is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert "cancelled by shutdown" in caplog.text
+    # the lease is free for another replica at once
+    assert await adapters.state.acquire_lease("runs-fleet-scheduler", "b", 60, adapters.clock.now())
