@@ -87,7 +87,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
             "{version}, {os} (linux, osx) and {arch} (x64, arm64, arm) are filled in",
         ),
         "--runner-version": ("VERSION", "the runner version to download, e.g. 2.320.0"),
-        "--runner-sha256": ("HEX", "the SHA-256 of the runner archive (needed with a URL)"),
+        "--runner-sha256": (
+            "HEX",
+            "the SHA-256 of the runner archive, or os-arch=HEX pairs separated by commas "
+            "(needed with a URL)",
+        ),
         "--min-runner-version": ("VERSION", "refuse a runner older than VERSION"),
         "--min-free-disk-gib": ("GIB", "refuse to start with less free disk (default 0: off)"),
         "--min-free-memory-mib": ("MIB", "refuse to start with less free memory (0: off)"),

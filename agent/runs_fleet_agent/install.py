@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import posixpath
+import re
 import shutil
 import tarfile
 import tempfile
@@ -40,6 +41,8 @@ MAX_ARCHIVE_BYTES = 1 << 30
 VERSION_FILE = Path("bin") / "runnerversion"
 _LOCK_NAME = ".runs-fleet-install.lock"
 _CHUNK = 1 << 16
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_PLATFORM = re.compile(r"^[A-Za-z0-9]+-[A-Za-z0-9_]+$")
 _OS_NAMES = {"linux": "linux", "darwin": "osx"}
 _ARCH_NAMES = {
     "x86_64": "x64",
@@ -64,7 +67,10 @@ class InstallError(Exception):
 @dataclass(frozen=True)
 class RunnerRelease:
     """Where the runner comes from: ``url_template`` with ``{version}``, ``{os}`` and
-    ``{arch}`` placeholders, the release ``version`` and the archive's ``sha256``."""
+    ``{arch}`` placeholders, the release ``version`` and the archive's ``sha256``: one
+    digest, or one per platform as ``os-arch=digest`` pairs separated by commas
+    (``linux-x64=…,linux-arm64=…``), so one setting serves machines of several
+    architectures."""
 
     url_template: str
     version: str
@@ -73,6 +79,41 @@ class RunnerRelease:
     def url(self, os_name: str, arch: str) -> str:
         """The archive's URL for this platform."""
         return self.url_template.format(version=self.version, os=os_name, arch=arch)
+
+    def digest(self, os_name: str, arch: str) -> str:
+        """The expected SHA-256 (lower-case hex) of this platform's archive;
+        :class:`InstallError` when the setting lists other platforms only."""
+        digests = parse_checksums(self.sha256)
+        if "" in digests:
+            return digests[""]
+        platform_name = f"{os_name}-{arch}"
+        if platform_name not in digests:
+            listed = ", ".join(sorted(digests))
+            raise InstallError(
+                f"RUNS_FLEET_RUNNER_SHA256 lists the runner archive's SHA-256 for {listed}, "
+                f"not for this machine ({platform_name}): add {platform_name}=<SHA-256>",
+                EXIT_BAD_SETUP,
+            )
+        return digests[platform_name]
+
+
+def parse_checksums(text: str) -> dict[str, str]:
+    """``text`` as ``{platform: digest}`` (lower-case), the platform ``""`` for a lone
+    digest; ValueError naming what is wrong."""
+    text = text.strip()
+    if "=" not in text:
+        if not _SHA256.match(text):
+            raise ValueError("must be 64 hex digits, or os-arch=<64 hex digits> pairs")
+        return {"": text.lower()}
+    digests: dict[str, str] = {}
+    for item in text.split(","):
+        name, _, digest = (part.strip() for part in item.partition("="))
+        if not _PLATFORM.match(name) or not _SHA256.match(digest):
+            raise ValueError(f"{item.strip()!r} is not os-arch=<64 hex digits> (e.g. linux-x64=…)")
+        if name.lower() in digests:
+            raise ValueError(f"{name} is listed twice")
+        digests[name.lower()] = digest.lower()
+    return digests
 
 
 def release_platform(system: str | None = None, machine: str | None = None) -> tuple[str, str]:
@@ -117,6 +158,7 @@ def ensure_installed(
         return False
     os_name, arch = platform_names or release_platform()
     url = release.url(os_name, arch)
+    expected = release.digest(os_name, arch)
     try:
         runner_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -129,10 +171,10 @@ def ensure_installed(
         _log.info("installing actions/runner %s from %s", release.version, redact(url))
         with tempfile.TemporaryFile(dir=runner_dir) as archive:
             digest = _download(url, archive, timeout_s, deadline_s, max_bytes)
-            if digest != release.sha256.lower():
+            if digest != expected:
                 raise InstallError(
                     f"the runner archive from {redact(url)} has SHA-256 {digest}, not the "
-                    f"expected {release.sha256.lower()} (RUNS_FLEET_RUNNER_SHA256): "
+                    f"expected {expected} (RUNS_FLEET_RUNNER_SHA256): "
                     "refusing to run it",
                     EXIT_BAD_SETUP,
                 )

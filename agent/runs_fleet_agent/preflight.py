@@ -28,6 +28,7 @@ from runs_fleet_agent.install import (
     InstallError,
     RunnerRelease,
     ensure_installed,
+    parse_checksums,
 )
 
 EXIT_LOW_RESOURCES = 70
@@ -35,7 +36,6 @@ GIB = 1 << 30
 MIB = 1 << 20
 _log = logging.getLogger("runs_fleet_agent")
 _VERSION = re.compile(r"^v?(\d+(?:\.\d+){0,3})$")
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 #: The setup settings: environment name → command-line option.
 SETTINGS = {
@@ -135,8 +135,12 @@ def parse_setup(values: Mapping[str, str | None]) -> Setup:
                 f"{named('RUNS_FLEET_RUNNER_SHA256')} is needed with a runner URL: an "
                 "unverified runner is never run"
             )
-        elif not _SHA256.match(sha256):
-            problems.append(f"{named('RUNS_FLEET_RUNNER_SHA256')} must be 64 hex digits")
+        else:
+            try:
+                parse_checksums(sha256)
+            except ValueError as exc:
+                problems.append(f"{named('RUNS_FLEET_RUNNER_SHA256')} {exc}")
+                sha256 = None
         if release_version and sha256:
             release = RunnerRelease(url, release_version.removeprefix("v"), sha256)
     if problems:

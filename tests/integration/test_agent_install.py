@@ -160,6 +160,36 @@ def test_a_checksum_mismatch_refuses_to_run_and_unpacks_nothing(
     assert MIRROR_SECRET not in report.detail
 
 
+def test_one_checksum_setting_serves_several_platforms(
+    agents: Agents, receiver: Receiver, mirror: ArchiveServer
+) -> None:
+    """``os-arch=digest`` pairs: the agent checks its own platform's archive against its
+    own digest, so machines of several architectures share one setting."""
+    sha256 = mirror.publish(build_archive())
+    here = "-".join(release_platform())
+    other = "osx-arm" if here != "osx-arm" else "linux-arm"
+    agents.write_config(report_url=receiver.url, report_token=TOKEN)
+    code, output = agents.run(*install_args(mirror, f"{other}={'0' * 64}, {here}={sha256}"))
+    assert code == 0, output
+    assert unpacked(agents.runner_dir) == ["bin", "run.sh"]
+
+
+def test_a_checksum_list_without_this_platform_refuses_to_install(
+    agents: Agents, receiver: Receiver, mirror: ArchiveServer
+) -> None:
+    sha256 = mirror.publish(build_archive())
+    here = "-".join(release_platform())
+    other = "osx-arm" if here != "osx-arm" else "linux-arm"
+    agents.write_config(report_url=receiver.url, report_token=TOKEN)
+    code, _ = agents.run(*install_args(mirror, f"{other}={sha256}"))
+    assert code == 78
+    assert unpacked(agents.runner_dir) == []
+    [report] = receiver.reports()
+    assert report.event is AgentEvent.FAILED and report.detail
+    assert f"not for this machine ({here}): add {here}=<SHA-256>" in report.detail
+    assert "RUNS_FLEET_RUNNER_SHA256" in report.detail
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -104,6 +104,23 @@ def test_a_complete_release_and_minimums_are_parsed() -> None:
         ),
         (
             {
+                "RUNS_FLEET_RUNNER_URL": URL,
+                "RUNS_FLEET_RUNNER_VERSION": "2.320.0",
+                "RUNS_FLEET_RUNNER_SHA256": f"linux-x64={SHA},linux-arm64=abc",
+            },
+            "RUNS_FLEET_RUNNER_SHA256 (--runner-sha256) 'linux-arm64=abc' is not "
+            "os-arch=<64 hex digits>",
+        ),
+        (
+            {
+                "RUNS_FLEET_RUNNER_URL": URL,
+                "RUNS_FLEET_RUNNER_VERSION": "2.320.0",
+                "RUNS_FLEET_RUNNER_SHA256": f"linux-x64={SHA},LINUX-X64={SHA}",
+            },
+            "RUNS_FLEET_RUNNER_SHA256 (--runner-sha256) LINUX-X64 is listed twice",
+        ),
+        (
+            {
                 "RUNS_FLEET_RUNNER_URL": "ftp://mirror/runner.tar.gz",
                 "RUNS_FLEET_RUNNER_VERSION": "2.320.0",
                 "RUNS_FLEET_RUNNER_SHA256": SHA,
