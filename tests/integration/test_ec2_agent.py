@@ -433,6 +433,25 @@ async def test_sigterm_is_forwarded_to_the_runner_and_reported_interrupted(
     assert cloud.state(instance) == "terminated"
 
 
+async def test_a_runner_past_its_maximum_runtime_is_stopped_reported_and_the_instance_released(
+    cloud: Cloud, agents: Agents
+) -> None:
+    instance = cloud.launch(**{"runs-fleet:runner-name": RUNNER})
+    await cloud.put_config(RUNNER, max_runtime_s="1")
+    agents.run_sh(TRAPPING_RUN_SH)
+    code, output = agents.run("--grace", "5", RUNS_FLEET_INSTANCE_ID=instance)
+    assert code == 124, output
+    assert (agents.work / "got").read_text().strip() == "TERM"  # asked to stop, then gone
+    assert gone(agents.work / "runner.pid")
+    started, report = cloud.reports()
+    assert started.event is AgentEvent.STARTED
+    assert (report.event, report.exit_code) == (AgentEvent.FAILED, 124)
+    assert report.detail and "maximum runtime" in report.detail
+    assert await cloud.store.get(RunnerId(RUNNER)) is None
+    assert cloud.state(instance) == "terminated"
+    assert JIT not in output and TOKEN not in output
+
+
 async def test_an_undeliverable_report_does_not_change_the_exit_code(
     cloud: Cloud, agents: Agents
 ) -> None:
