@@ -257,6 +257,16 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         minimum=10,
     ),
     _s(
+        "ORPHAN_GRACE_S",
+        "seconds housekeeping leaves a runner alone before it may remove it as an orphan "
+        "(its job finished, unknown or served by another runner): counted from the runner's "
+        "launch, and for a runner GitHub passed over (it gave the runner's job to another "
+        "runner and this one took no other job) from when that job started",
+        kind=Kind.FLOAT,
+        default=600.0,
+        minimum=1,
+    ),
+    _s(
         "DISCOVER_AFTER_S",
         "seconds a runs-fleet= job may sit queued on GitHub without its queued webhook "
         "before the scheduler picks it up itself, from the queued jobs GitHub lists for the "

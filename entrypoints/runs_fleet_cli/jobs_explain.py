@@ -178,8 +178,8 @@ def _running(job: Job, now: datetime) -> _Story:
             f"It has been running on {observed} {when}",
             f"GitHub gave it to {observed}, another runner of ours with equal labels, not to "
             f"{_runner(job)} that was launched for it; {launched} is left for another job "
-            "with the same labels, and housekeeping removes it if it is still idle once this "
-            "job has ended.",
+            "with the same labels, and housekeeping removes it if it has not taken one "
+            "within RUNS_FLEET_ORPHAN_GRACE_S of this job's start.",
         ]
     elif observed or launched:
         shown = _runner(job) if observed in (None, launched) else observed

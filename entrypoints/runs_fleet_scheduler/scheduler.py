@@ -25,7 +25,7 @@ from runs_fleet_core.usecases.healing import (
     DEFAULT_RELAUNCH_AFTER_S,
     Healer,
 )
-from runs_fleet_core.usecases.housekeeping import Housekeeper
+from runs_fleet_core.usecases.housekeeping import DEFAULT_ORPHAN_GRACE_S, Housekeeper
 from runs_fleet_core.usecases.intake import Intake
 from runs_fleet_core.usecases.leadership import DEFAULT_LEASE_S, Chore, Leadership
 from runs_fleet_core.usecases.pools import reconcile_pools
@@ -73,12 +73,14 @@ def build_leadership(
     heal_after_s: float = DEFAULT_HEAL_AFTER_S,
     relaunch_after_s: float = DEFAULT_RELAUNCH_AFTER_S,
     discover_after_s: float = DEFAULT_DISCOVER_AFTER_S,
+    orphan_grace_s: float = DEFAULT_ORPHAN_GRACE_S,
     completion: Completion | None = None,
     intake: Intake | None = None,
 ) -> Leadership:
     """The leader's chores wired to ``adapters``: reconcile pools (ephemeral ones sized
     from recent demand, ``demand`` overriding it), retire ephemeral pools idle for
-    ``ephemeral_idle_s``, then housekeeping, then healing (jobs whose webhook never
+    ``ephemeral_idle_s``, then housekeeping (orphan runners removed once
+    ``orphan_grace_s`` old), then healing (jobs whose webhook never
     came, settled against GitHub's view of them), then, given ``intake`` and a positive
     ``discover_after_s``, discovery (jobs GitHub holds queued that runs-fleet never
     heard of)."""
@@ -101,6 +103,7 @@ def build_leadership(
         providers=adapters.providers,
         clock=adapters.clock,
         metrics=adapters.metrics,
+        orphan_grace_s=orphan_grace_s,
     )
 
     async def pools() -> object:

@@ -316,4 +316,5 @@ def leadership_for(services: Services) -> Leadership:
         heal_after_s=settings["RUNS_FLEET_HEAL_AFTER_S"],
         relaunch_after_s=settings["RUNS_FLEET_RELAUNCH_AFTER_S"],
         discover_after_s=settings["RUNS_FLEET_DISCOVER_AFTER_S"],
+        orphan_grace_s=settings["RUNS_FLEET_ORPHAN_GRACE_S"],
     )

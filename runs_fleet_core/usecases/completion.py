@@ -57,12 +57,16 @@ class Completion:
     async def job_started(self, event: WorkflowJobEvent) -> CompletionOutcome:
         """Handle ``in_progress``: the job runs on ``event.runner_name``, which is
         recorded as the job's observed runner (housekeeping must not reap it)."""
-        outcome = await self._move(event.job_id, JobStatus.RUNNING, runner_name=event.runner_name)
+        outcome = await self._move(event.job_id, JobStatus.RUNNING)
         if event.runner_name and outcome is not CompletionOutcome.UNKNOWN_JOB:
             await self._observe_runner(event.job_id, event.runner_name)
         return outcome
 
     async def _observe_runner(self, job_id: JobId, runner_name: str) -> None:
+        """Record the runner GitHub gave the job to, counting a mismatch when it is not
+        the one launched for the job. Counted here, not on the move to running: the
+        agent's ``started`` report, sent when its runner starts (before GitHub hands it
+        any job), usually moved the job to running already."""
         for _ in range(self.max_conflicts):
             job = await self.state.get_job(job_id)
             if job is None or job.observed_runner == runner_name:
@@ -71,9 +75,10 @@ class Completion:
                 await self.state.put_job(
                     attrs.evolve(job, observed_runner=runner_name), expect_version=job.version
                 )
-                return
             except ConflictError:
                 continue
+            self._check_runner(job, runner_name)
+            return
 
     async def job_finished(self, event: WorkflowJobEvent) -> CompletionOutcome:
         """Handle ``completed``: the job ended with ``event.conclusion``; a failure
@@ -150,12 +155,11 @@ class Completion:
         code says nothing reliable about the job's result. So a ``finished`` or
         ``failed`` report never ends a job that started; a ``failed`` report for a job
         that never started (the runner broke before taking it) gets the job a fresh
-        runner (see :meth:`_runner_broke`).
+        runner (see :meth:`_runner_broke`). An ``interrupted`` runner requeues its job
+        unless GitHub gave the job to another runner, which still runs it.
         """
         if report.event is AgentEvent.STARTED:
-            return await self._move(
-                report.job_id, JobStatus.RUNNING, runner_name=report.runner_name
-            )
+            return await self._move(report.job_id, JobStatus.RUNNING)
         job = await self.state.get_job(report.job_id)
         if job is None:
             return CompletionOutcome.UNKNOWN_JOB
@@ -163,6 +167,8 @@ class Completion:
             why = report.detail or "runner interrupted"
             if job.taken_by_its_runner and job.runner_name == report.runner_name:
                 return await self.runner_lost(job.job_id, report.runner_name, why)
+            if job.observed_runner not in (None, report.runner_name):
+                return CompletionOutcome.UNCHANGED  # GitHub gave it to another runner
             return await self._requeue(report.job_id, why)
         self.metrics.increment("agent_exits", labels={"event": report.event.value})
         if report.event is AgentEvent.FAILED and job.entered(JobStatus.RUNNING) is None:
@@ -179,7 +185,6 @@ class Completion:
         status: JobStatus,
         *,
         reason: str | None = None,
-        runner_name: str | None = None,
     ) -> CompletionOutcome:
         for _ in range(self.max_conflicts):
             job = await self.state.get_job(job_id)
@@ -187,8 +192,6 @@ class Completion:
                 return CompletionOutcome.UNKNOWN_JOB
             if job.status is status or not job.can_become(status):
                 return CompletionOutcome.UNCHANGED
-            if runner_name is not None:
-                self._check_runner(job, runner_name)
             moved = job.transition(
                 status, at=self.clock.now(), reason=reason, claim_owner=None, claim_expires_at=None
             )

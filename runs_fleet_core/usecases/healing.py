@@ -15,8 +15,9 @@ have done:
 * GitHub says ``queued`` and runs-fleet has a job that should have had a runner by now
   (past ``relaunch_after_s``):
   - a runner was launched for it (and never took it, or started and never got it): that
-    runner is removed and the job is dispatched again as its next attempt, up to
-    ``max_attempts``; then it fails with the reason;
+    runner is removed (unless GitHub gave it another job, which it is left to run) and
+    the job is dispatched again as its next attempt, up to ``max_attempts``; then it
+    fails with the reason;
   - no runner was launched for this attempt yet (a queue backlog, or a message lost with
     a worker): its message is sent again, same attempt. That spends no attempt: a slow
     queue must not fail jobs that no runner ever failed.
@@ -200,13 +201,29 @@ class Healer:
         return "relaunched"
 
     async def _remove_runner(self, job: Job) -> None:
+        """Terminate the runner launched for ``job``, unless GitHub gave that runner
+        another job (equal labels) that is not finished: it is left to run that one."""
         provider = self.providers.get(job.backend or "")
         if job.runner_id is None or provider is None:
+            return
+        if (other := await self._running_on(job)) is not None:
+            _log.info("job %s: runner %s runs job %s (GitHub gave it that job); not removed",
+                      job.job_id, job.runner_name, other.job_id)  # fmt: skip
             return
         try:
             await provider.terminate_runner(job.runner_id)
         except AdapterError as exc:  # housekeeping reaps it later as an orphan
             _log.warning("job %s: runner %s not removed: %s", job.job_id, job.runner_id, exc)
+
+    async def _running_on(self, job: Job) -> Job | None:
+        """The unfinished job other than ``job`` that GitHub runs on ``job``'s runner."""
+        if job.runner_name is None:
+            return None
+        for status in UNFINISHED:
+            for other in await self.state.list_jobs(status=status):
+                if other.job_id != job.job_id and other.observed_runner == job.runner_name:
+                    return other
+        return None
 
     async def _cancel(self, job: Job) -> None:
         with contextlib.suppress(ConflictError):

@@ -3,7 +3,8 @@
 * Orphan runners: a runner the provider still has whose job is finished, unknown, or
   served by another runner, or that GitHub passed over (it gave the runner's job to
   another runner with the same labels and this one took no other job). Terminated after
-  a grace period (a runner just launched may not have its job recorded yet).
+  a grace period, ``RUNS_FLEET_ORPHAN_GRACE_S`` (a runner just launched may not have its
+  job recorded yet).
 * Stale runner configs: configs whose job is finished or unknown (they hold secrets).
 * Unsent jobs: queued jobs whose message never reached the queue (intake crashed between
   recording and enqueueing) are enqueued again.
@@ -29,6 +30,7 @@ from runs_fleet_core.errors import AdapterError
 from runs_fleet_core.ports import Clock, ConfigStore, Metrics, Provider, Queue, StateStore
 from runs_fleet_core.usecases.intake import enqueue_job
 
+DEFAULT_ORPHAN_GRACE_S = 600.0
 DEFAULT_PHASE_TIMEOUTS_S: Mapping[JobStatus, float] = {
     JobStatus.QUEUED: 900,
     JobStatus.CLAIMED: 300,
@@ -95,7 +97,7 @@ class Housekeeper:
     providers: Mapping[str, Provider]
     clock: Clock
     metrics: Metrics
-    orphan_grace_s: float = 600.0
+    orphan_grace_s: float = DEFAULT_ORPHAN_GRACE_S
     unsent_after_s: float = 60.0
     phase_timeouts_s: Mapping[JobStatus, float] = DEFAULT_PHASE_TIMEOUTS_S
 

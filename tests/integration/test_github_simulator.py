@@ -397,6 +397,25 @@ async def test_a_runner_takes_only_a_job_whose_labels_it_all_has(
     assert sim_with_webhooks.jobs[other].status == "queued"
 
 
+async def test_a_held_job_waits_for_its_release_and_then_for_the_runner_it_is_offered_to(
+    github_server: SimulatorServer, github_sim: GitHubSimulator
+) -> None:
+    first = github_sim.register_jit_runner(ORG_REPO, name="rf-6", labels=LABELS)
+    second = github_sim.register_jit_runner(ORG_REPO, name="rf-7", labels=LABELS)
+    async with httpx.AsyncClient(base_url=github_server.url) as raw:
+        body = {"repository": ORG_REPO, "labels": LABELS, "held": True}
+        job_id = (await raw.post("/_simulator/jobs", json=body)).json()["job_id"]
+        assert await github_sim.acquire(first, wait_s=0.1) is None
+        offered = await raw.post(f"/_simulator/jobs/{job_id}/release", json={"runner_name": "rf-7"})
+        assert offered.status_code == 204
+        assert await github_sim.acquire(first, wait_s=0.1) is None
+        taken = await github_sim.acquire(second, wait_s=1)
+        refused = await raw.post(f"/_simulator/jobs/{job_id}/release", json={"runner_name": 7})
+
+    assert taken is not None and (taken.job_id, taken.runner_name) == (job_id, "rf-7")
+    assert refused.status_code == 400
+
+
 async def test_sigterm_while_running_completes_the_job_as_cancelled(
     sim_with_webhooks: GitHubSimulator,
     webhook_receiver: WebhookReceiver,

@@ -75,6 +75,43 @@ async def test_another_runner_taking_the_job_is_counted(world: World) -> None:
     assert world.metrics.count("runner_mismatches") == 1
 
 
+async def test_another_runner_taking_the_job_after_its_own_runner_started_is_counted_once(
+    world: World,
+) -> None:
+    """The agent reports ``started`` as soon as its runner starts, before GitHub gives
+    the runner a job: the job is already running when ``in_progress`` names the runner
+    that took it, and a runner other than the one launched is still a mismatch."""
+    await _launched(world)
+    completion = world.completion()
+    await completion.agent_reported(_report(AgentEvent.STARTED))
+    started = event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name="someone-else")
+    await completion.job_started(started)
+    await completion.job_started(started)  # a redelivery
+    job = await world.state.get_job(JOB)
+    assert job is not None and job.observed_runner == "someone-else"
+    assert world.metrics.count("runner_mismatches") == 1
+
+
+async def test_the_interruption_of_a_runner_github_passed_over_leaves_the_job_alone(
+    world: World,
+) -> None:
+    """GitHub gave the job to another runner (equal labels); the runner launched for it
+    is stopped (housekeeping removes it, a spot warning): the job runs on, elsewhere,
+    and needs no second runner."""
+    await _launched(world, "runs-fleet=42/cpu=2/spot=true")
+    completion = world.completion()
+    await completion.agent_reported(_report(AgentEvent.STARTED))
+    await completion.job_started(
+        event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name="someone-else")
+    )
+    stopped = _report(AgentEvent.INTERRUPTED, detail="stopped by SIGTERM")
+    assert await completion.agent_reported(stopped) is CompletionOutcome.UNCHANGED
+    job = await world.state.get_job(JOB)
+    assert job is not None
+    assert (job.status, job.attempt, job.runner_lost) == (JobStatus.RUNNING, 1, None)
+    assert world.queue.pending_count() == 0
+
+
 async def test_cancelled_conclusion_cancels_the_job(world: World) -> None:
     await _launched(world)
     finished = event(1, action=WorkflowJobAction.COMPLETED, conclusion="cancelled")

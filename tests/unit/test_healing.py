@@ -176,6 +176,31 @@ async def test_a_job_github_runs_on_its_runner_is_never_relaunched(world: World)
     assert (await _job(world, 1)).attempt == 1
 
 
+async def test_a_relaunch_keeps_the_old_runner_while_github_has_it_run_another_job(
+    world: World,
+) -> None:
+    """GitHub gave job 1 to the runner launched for job 2 (equal labels) and job 2 to
+    no runner yet: job 2 gets its next attempt, and the runner that runs job 1 is left
+    to finish it."""
+    await _launched(world, 1)
+    second = await _launched(world, 2)
+    taken_by = second.runner_name
+    await world.completion().job_started(
+        event(1, action=WorkflowJobAction.IN_PROGRESS, runner_name=taken_by)
+    )
+    world.github.jobs[JobId(1)] = JobStatusReport(
+        job_id=JobId(1), status="in_progress", runner_name=taken_by
+    )
+    world.github.jobs[JobId(2)] = JobStatusReport(job_id=JobId(2), status="queued")
+    world.clock.advance(901)
+    assert (await _healer(world).heal()).relaunched == (2,)
+    kept = await world.provider.describe_runner(second.runner_id)  # type: ignore[arg-type]
+    assert kept.phase is not RunnerPhase.TERMINATED
+    assert (await _job(world, 2)).attempt == 2
+    first = await _job(world, 1)
+    assert (first.status, first.attempt) == (JobStatus.RUNNING, 1)
+
+
 class _Watching:
     """A provider that notes, when a runner is terminated, which job still holds it
     (its "gone" event would be handled against that job)."""

@@ -5,9 +5,9 @@ complete it, disconnect), authenticated by the secret inside the runner's JIT co
 (or the ``.runner`` file the simulated ``config.sh`` wrote after registering the runner
 with a registration token, :mod:`~runs_fleet_github_simulator.registrations`);
 and a *control API* through which a demo or a test in another process creates runner
-groups, queues jobs, presets results, loses runners, re-sends deliveries, injects
-faults and reads the call log and the re-runs. The control API is unauthenticated:
-bind the simulator to 127.0.0.1.
+groups, queues jobs (possibly held back), releases held jobs, cancels jobs, presets
+results, loses runners, re-sends deliveries, injects faults and reads the call log and
+the re-runs. The control API is unauthenticated: bind the simulator to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from runs_fleet_github_simulator.simulator import ApiError, GitHubSimulator
 PREFIX = "/_simulator"
 MAX_WAIT_S = 30.0
 DISCONNECT_POLL_S = 0.2
+JOB_OPTIONS = ("run_id", "name", "workflow_name", "head_branch", "conclusion", "duration_s", "held")
 Endpoint = Callable[[GitHubSimulator, Request, dict[str, Any]], Awaitable[Response]]
 
 
@@ -176,11 +177,7 @@ async def queue_job(sim: GitHubSimulator, request: Request, body: dict[str, Any]
     labels = body.get("labels")
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise ApiError(400, "labels must be a list of strings")
-    options = {
-        key: body[key]
-        for key in ("run_id", "name", "workflow_name", "head_branch", "conclusion", "duration_s")
-        if key in body
-    }
+    options = {key: body[key] for key in JOB_OPTIONS if key in body}
     try:
         job_id = await sim.queue_job(str(body.get("repository", "")), labels, **options)
     except (ValueError, TypeError) as exc:
@@ -204,6 +201,15 @@ def _job_id(request: Request, sim: GitHubSimulator) -> int:
 async def cancel_job(sim: GitHubSimulator, request: Request, body: dict[str, Any]) -> Response:
     """Control: cancel a job (sends ``completed`` with ``cancelled``)."""
     await sim.cancel_job(_job_id(request, sim))
+    return Response(status_code=204)
+
+
+async def release_job(sim: GitHubSimulator, request: Request, body: dict[str, Any]) -> Response:
+    """Control: let runners take a held job; ``{"runner_name": …}`` only that runner."""
+    runner_name = body.get("runner_name")
+    if runner_name is not None and not isinstance(runner_name, str):
+        raise ApiError(400, "runner_name must be a string")
+    await sim.release_job(_job_id(request, sim), runner_name)
     return Response(status_code=204)
 
 
@@ -298,6 +304,7 @@ def control_routes(sim: GitHubSimulator) -> list[Route]:
         ("POST", "/jobs", queue_job),
         ("GET", "/jobs", list_jobs),
         ("POST", "/jobs/{job_id:int}/cancel", cancel_job),
+        ("POST", "/jobs/{job_id:int}/release", release_job),
         ("POST", "/jobs/{job_id:int}/result", set_result),
         ("GET", "/reruns", list_reruns),
         ("GET", "/deliveries", list_deliveries),

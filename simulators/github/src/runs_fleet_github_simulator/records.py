@@ -123,7 +123,9 @@ class Runner:
 @dataclass
 class Job:
     """A workflow job. ``planned_conclusion`` and ``duration_s`` are what a simulated
-    runner reports when it runs the job (set by the test or demo)."""
+    runner reports when it runs the job (set by the test or demo). A ``held`` job is
+    queued but given to no runner until released; ``offered_to`` names the one runner
+    that may take it (GitHub's choice among the runners whose labels match)."""
 
     job_id: int
     run_id: int
@@ -145,6 +147,8 @@ class Job:
     runner_group_name: str | None = None
     planned_conclusion: str = "success"
     duration_s: float | None = None
+    held: bool = False
+    offered_to: str | None = None
 
 
 @dataclass

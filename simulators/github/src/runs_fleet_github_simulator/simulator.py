@@ -6,11 +6,11 @@ This is a simulator for tests and demos, not GitHub. It keeps GitHub's rules whe
 runs-fleet depends on them: a JIT config registers an offline ephemeral runner and a
 second one with the same name is refused (409); a runner takes the oldest queued job
 of its repository (an organization runner: of its organization) whose labels it all
-has; ``queued``, ``in_progress`` and
-``completed`` webhooks are signed and sent as GitHub sends them; an ephemeral runner is
-removed once its job completes; a runner that stops communicating while it runs a job
-fails that job; a job is re-run only once its workflow run has completed (workflow runs
-are :mod:`~runs_fleet_github_simulator.runs`'s).
+has (a test may hold a job back, or offer it to one runner); ``queued``,
+``in_progress`` and ``completed`` webhooks are signed and sent as GitHub sends them;
+an ephemeral runner is removed once its job completes; a runner that stops
+communicating while it runs a job fails that job; a job is re-run only once its
+workflow run has completed (workflow runs are :mod:`~runs_fleet_github_simulator.runs`'s).
 """
 
 from __future__ import annotations
@@ -164,11 +164,13 @@ class GitHubSimulator(Organizations, Traffic, WorkflowRuns, Deliveries):
         head_branch: str = "main",
         conclusion: str = "success",
         duration_s: float | None = None,
+        held: bool = False,
     ) -> int:
         """Queue a job in ``repository`` and send its ``queued`` webhook (awaiting the
         delivery attempt). ``conclusion``/``duration_s``: what a simulated runner
-        reports when it runs the job. A job joining an existing run shares its commit
-        and attempt. Returns the job id."""
+        reports when it runs the job. ``held``: no runner takes it until
+        :meth:`release_job`. A job joining an existing run shares its commit and
+        attempt. Returns the job id."""
         if conclusion not in CONCLUSIONS:
             raise ValueError(f"conclusion must be one of {', '.join(CONCLUSIONS)}")
         repo = self.add_repository(repository, installed=False)
@@ -187,6 +189,7 @@ class GitHubSimulator(Organizations, Traffic, WorkflowRuns, Deliveries):
             run_attempt=run.attempt if run else 1,
             planned_conclusion=conclusion,
             duration_s=duration_s,
+            held=held,
         )
         await self._enqueue(job)
         return job_id
@@ -228,6 +231,14 @@ class GitHubSimulator(Organizations, Traffic, WorkflowRuns, Deliveries):
             raise ValueError(f"conclusion must be one of {', '.join(CONCLUSIONS)}")
         self.jobs[job_id].planned_conclusion = conclusion
         self.jobs[job_id].duration_s = duration_s
+
+    async def release_job(self, job_id: int, runner_name: str | None = None) -> None:
+        """Let runners take a held job, or with ``runner_name`` only the runner of that
+        name: which runner GitHub gives a job to, among those whose labels match, is
+        GitHub's choice (runners launched for two jobs of one run may swap them)."""
+        job = self.jobs[job_id]
+        job.held, job.offered_to = False, runner_name
+        await self._notify()
 
     async def cancel_job(self, job_id: int) -> None:
         """Cancel a job that is not completed and send its ``completed`` webhook."""
@@ -346,6 +357,8 @@ class GitHubSimulator(Organizations, Traffic, WorkflowRuns, Deliveries):
         for job in sorted(self.jobs.values(), key=lambda j: j.job_id):
             if (
                 job.status == "queued"
+                and not job.held
+                and job.offered_to in (None, runner.name)
                 and self.serves(runner, job.repository)
                 and all(label.lower() in have for label in job.labels)
             ):
