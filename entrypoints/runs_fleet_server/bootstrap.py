@@ -13,10 +13,11 @@ import contextlib
 import functools
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 
 import attrs
 
-from runs_fleet_core.domain.job import Job
+from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.domain.messages import AgentReport
 from runs_fleet_core.domain.runner import RegistrationMode
 from runs_fleet_core.domain.tokens import report_token, verify_report_token
@@ -36,6 +37,8 @@ from runs_fleet_scheduler.scheduler import build_leadership, completion_for, rep
 
 _log = logging.getLogger(__name__)
 GITHUB_CHECK_TIMEOUT_S = 60.0
+GITHUB_CHECK_REPOSITORIES = 10
+WAITING_STATUSES = (JobStatus.QUEUED, JobStatus.REQUEUED, JobStatus.CLAIMED, JobStatus.LAUNCHING)
 
 WEBHOOK_SECRET = "RUNS_FLEET_GITHUB_WEBHOOK_SECRET"  # noqa: S105 (a setting name)
 REPORTS_PATH = "/api/agent/reports"
@@ -149,19 +152,41 @@ class Services:
 
     async def _check_github(self) -> None:
         """Say at start-up, in the log, what keeps the GitHub App from working (a wrong
-        id or key, a wrong API URL): the server keeps serving, since webhooks are
-        recorded and queued without GitHub and GitHub may just be unreachable now."""
+        id or key, a wrong API URL, an App installed nowhere) and what keeps it from
+        serving the repositories of the jobs waiting for a runner (no installation on
+        the owner, a repository outside it, a suspended installation, a missing
+        permission): the server keeps serving, since webhooks are recorded and queued
+        without GitHub and GitHub may just be unreachable now."""
         github = self.adapters.github
         if not isinstance(github, GitHubAccessCheck):
             return
         try:
             async with asyncio.timeout(GITHUB_CHECK_TIMEOUT_S):
-                problems = await github.access_problems([])
+                repositories = await self._waiting_repositories()
+        except (TimeoutError, AdapterError) as exc:  # the App itself is still worth checking
+            _log.warning("could not list the jobs waiting for a runner: %s", exc)
+            repositories = []
+        try:
+            async with asyncio.timeout(GITHUB_CHECK_TIMEOUT_S):
+                problems = await github.access_problems(repositories)
         except (TimeoutError, AdapterError) as exc:
             _log.warning("could not check the GitHub App's settings at start-up: %s", exc)
             return
         for problem in problems:
             _log.error("GitHub App not usable: %s", problem)
+
+    async def _waiting_repositories(self) -> list[str]:
+        """The repositories of the jobs waiting for a runner (the
+        ``GITHUB_CHECK_REPOSITORIES`` with the newest jobs, by name): a restarted server
+        says at once whether GitHub lets it serve them."""
+        latest: dict[str, tuple[datetime, str]] = {}
+        for status in WAITING_STATUSES:
+            for job in await self.adapters.state.list_jobs(status=status):
+                key = job.repository.lower()
+                if key not in latest or job.created_at > latest[key][0]:
+                    latest[key] = (job.created_at, job.repository)
+        newest = sorted(latest.values(), reverse=True)[:GITHUB_CHECK_REPOSITORIES]
+        return sorted(repository for _, repository in newest)
 
     async def aclose(self) -> None:
         """Close every adapter that has an ``aclose`` (each once; idempotent). A failing

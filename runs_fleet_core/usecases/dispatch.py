@@ -317,18 +317,24 @@ class Dispatcher:
     async def _failed(
         self, delivery: Delivery, job_id: JobId, exc: AdapterError
     ) -> DispatchOutcome:
-        """Undo what the failed attempt left, then retry, dead-letter or fail the job."""
+        """Undo what the failed attempt left, then retry, dead-letter or fail the job;
+        the log says which, with the error (it names what to fix)."""
         job = await self.state.get_job(job_id)
+        repository = delivery.message.repository
         self.metrics.increment("dispatch_errors", labels={"retryable": str(exc.retryable)})
         if exc.retryable and delivery.attempt < self.max_attempts:
+            _log.warning("job %s of %s: attempt %d failed, retrying: %s",
+                         job_id, repository, delivery.attempt, exc)  # fmt: skip
             await self._release(job, f"attempt {delivery.attempt} failed, retrying: {exc}")
             await self.queue.retry(delivery, self._delay(delivery))
             return DispatchOutcome.RETRY
         if exc.retryable:
             why = f"gave up after {delivery.attempt} attempts: {exc}"
+            _log.error("job %s of %s: dead-lettered, %s", job_id, repository, why)
             await self._release(job, f"dead-lettered, {why}")
             await self.queue.dead_letter(delivery, why)
             return DispatchOutcome.DEAD_LETTERED
+        _log.error("job %s of %s: could not get a runner: %s", job_id, repository, exc)
         await self._release(job, None)
         if job is not None and job.can_become(JobStatus.FAILED):
             job = await self.state.get_job(job_id) or job

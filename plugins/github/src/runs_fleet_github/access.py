@@ -1,11 +1,12 @@
 """Whether the GitHub App client is set up right, in words that name what to fix.
 
-A wrong App id, a key of another App, an App not installed on a repository's owner, a
-repository outside the installation, a missing permission, or a GitHub Enterprise
-Server URL without ``/api/v3`` all look alike from afar: every call fails. This asks
-GitHub the few questions that tell them apart, the App itself first (``GET /app`` with
-the App's JWT), then each repository (its installation, and its runners, which need the
-runner permission), and answers with one problem per cause.
+A wrong App id, a key of another App, an App installed nowhere or not on a repository's
+owner, a repository outside the installation, a suspended installation, a missing
+permission, or a GitHub Enterprise Server URL without ``/api/v3`` all look alike from
+afar: every call fails. This asks GitHub the few questions that tell them apart, the App
+itself first (``GET /app`` with the App's JWT, which also counts its installations),
+then each repository (its installation and a token of it, and its runners, which need
+the runner permission), and answers with one problem per cause.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ async def _app_problem(client: GitHubAppClient) -> str | None:
         return (
             f"GitHub refused the credentials of App {auth.app_id} "
             f"({github_message(response)}): check {APP_ID} (the App's numeric id, on its "
-            f"settings page) and {PRIVATE_KEY} (a private key of that same App that was not "
-            "deleted), and that this host's clock is right"
+            f"settings page) and {PRIVATE_KEY} or {PRIVATE_KEY}_FILE (a private key of that "
+            "same App that was not deleted), and that this host's clock is right"
         )
     if response.status_code != 200 or not isinstance(body, dict) or not body.get("id"):
         return (
@@ -64,6 +65,12 @@ async def _app_problem(client: GitHubAppClient) -> str | None:
         )
     if int(body["id"]) != auth.app_id:
         return f"GitHub says this key belongs to App {body['id']}, not {APP_ID}={auth.app_id}"
+    if body.get("installations_count") == 0:
+        return (
+            f"GitHub App {auth.app_id} is not installed on any organization or user: install "
+            "it on the owners of the repositories runs-fleet serves (the App's settings → "
+            f"Install App), or check that {APP_ID} names the App that is installed"
+        )
     return None
 
 

@@ -93,6 +93,14 @@ class AppAuth:
                 "gone (uninstalled?); it will be looked up again",
                 retryable=True,
             )
+        said = github_message(response)
+        if response.status_code == 403 and "rate limit" not in said.lower():
+            raise GitHubError(
+                f"GitHub App {self.app_id} may not have a token of its installation on "
+                f"{owner} ({said}): the installation is suspended; unsuspend it in "
+                f"{owner}'s settings → GitHub Apps → the App → Configure",
+                retryable=False,
+            )
         self._check(response, path, expected=201)
         try:
             data = response.json()
@@ -123,7 +131,9 @@ class AppAuth:
             return found
         raise GitHubError(
             f"GitHub App {self.app_id} is not installed on {owner}: install it on the "
-            "organization or user that owns the repository",
+            f"organization or user that owns the repository (the App's settings → Install "
+            f"App → {owner}), or check that RUNS_FLEET_GITHUB_APP_ID names the App installed "
+            "there",
             retryable=False,
         )
 
@@ -133,7 +143,8 @@ class AppAuth:
         if response.status_code == 401:
             raise GitHubError(
                 f"GitHub refused the App's JWT on {path} ({github_message(response)}): check "
-                "RUNS_FLEET_GITHUB_APP_ID, the private key and this host's clock",
+                "RUNS_FLEET_GITHUB_APP_ID, RUNS_FLEET_GITHUB_APP_PRIVATE_KEY (or the file "
+                "RUNS_FLEET_GITHUB_APP_PRIVATE_KEY_FILE names) and this host's clock",
                 retryable=False,
             )
         raise GitHubError(

@@ -307,16 +307,27 @@ class GitHubAppClient:
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One call with ``owner``'s installation token, within its rate budget; on
-        401 (revoked or expired early) once more with a new token."""
+        401 (revoked or expired early) once more with a new token. A new token refused
+        too is a ``GitHubError`` naming what to check: the installation on ``owner``."""
         await self.ledger.wait_for_budget(owner)
         for fresh in (False, True):
             token = await self.auth.token(owner)
             response = await self.api.request(
                 method, path, credential=token, json=json, params=params, headers=headers
             )
-            if response.status_code != 401 or fresh:
+            if response.status_code != 401:
                 break
             self.auth.forget_token(owner, token)
+            if fresh:
+                self.ledger.note(owner, response.headers)
+                raise GitHubError(
+                    f"GitHub refused a new token of App {self.auth.app_id}'s installation "
+                    f"on {owner} too ({github_message(response)}) on {method} {path}: the "
+                    f"installation may be suspended or removed; check it in {owner}'s "
+                    "settings → GitHub Apps → the App → Configure, and that "
+                    "RUNS_FLEET_GITHUB_APP_ID names the App installed there",
+                    retryable=True,
+                )
         self.ledger.note(owner, response.headers)
         return response
 

@@ -66,8 +66,8 @@ def no_jit_configs(scope: Scope, api_url: str, repository: str) -> GitHubError:
         "; if this GitHub has no just-in-time runner configs (an older GitHub Enterprise "
         f"Server), set {REGISTRATION_SETTING}=token"
     )
+    owner = split_repository(repository)[0]
     if scope is Scope.ORG:
-        owner = split_repository(repository)[0]
         on_ghes = api_url.rstrip("/") != GITHUB_API_URL
         return GitHubError(
             f"GitHub has no organization runners for {owner} (404): with "
@@ -78,9 +78,10 @@ def no_jit_configs(scope: Scope, api_url: str, repository: str) -> GitHubError:
             retryable=False,
         )
     return GitHubError(
-        f"GitHub has no JIT runner configs for {repository} (404): the repository must "
-        "exist and the App be installed on it with the Administration permission (read "
-        "and write)" + fallback,
+        f"GitHub has no JIT runner configs for {repository} (404): check the repository's "
+        f"name, that the App's installation on {owner} includes it (installation settings "
+        "→ Repository access) and that the App has Repository permissions → "
+        "Administration: read and write" + fallback,
         retryable=False,
     )
 
