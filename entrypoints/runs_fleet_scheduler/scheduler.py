@@ -104,6 +104,7 @@ def build_leadership(
         clock=adapters.clock,
         metrics=adapters.metrics,
         orphan_grace_s=orphan_grace_s,
+        github=adapters.github,
     )
 
     async def pools() -> object:

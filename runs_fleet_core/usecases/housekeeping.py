@@ -17,6 +17,7 @@ same runner twice or race over the same config.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
@@ -27,8 +28,10 @@ from runs_fleet_core.domain.ids import RunnerId
 from runs_fleet_core.domain.job import Job, JobStatus
 from runs_fleet_core.domain.runner import RunnerPhase, RunnerState
 from runs_fleet_core.errors import AdapterError
-from runs_fleet_core.ports import Clock, ConfigStore, Metrics, Provider, Queue, StateStore
+from runs_fleet_core.ports import Clock, ConfigStore, GitHub, Metrics, Provider, Queue, StateStore
 from runs_fleet_core.usecases.intake import enqueue_job
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_ORPHAN_GRACE_S = 600.0
 DEFAULT_PHASE_TIMEOUTS_S: Mapping[JobStatus, float] = {
@@ -100,6 +103,10 @@ class Housekeeper:
     orphan_grace_s: float = DEFAULT_ORPHAN_GRACE_S
     unsent_after_s: float = 60.0
     phase_timeouts_s: Mapping[JobStatus, float] = DEFAULT_PHASE_TIMEOUTS_S
+    github: GitHub | None = None
+    """Asked, before an orphan is removed, whether GitHub shows its runner busy: a JIT
+    runner may take any job with its labels, and that job's ``in_progress`` webhook
+    may be late or lost, so only GitHub knows the runner is working."""
 
     async def run(self) -> HousekeepingReport:
         """One pass of every chore; one failing backend does not stop the others."""
@@ -117,6 +124,7 @@ class Housekeeper:
         terminated: list[RunnerId] = []
         now = self.clock.now()
         busy = await self._busy_runner_names()
+        at_github: dict[str, frozenset[str] | None] = {}
         for name, provider in sorted(self.providers.items()):
             try:
                 runners = await provider.list_runners()
@@ -127,6 +135,9 @@ class Housekeeper:
                 job = await self.state.get_job(runner.job_id) if runner.job_id else None
                 if not is_orphan(runner, job, now, self.orphan_grace_s, busy):
                     continue
+                if not await self._idle_at_github(runner, job, at_github):
+                    self.metrics.increment("orphans_spared", labels={"backend": name})
+                    continue
                 found.append(runner)
                 try:
                     await provider.terminate_runner(runner.runner_id)
@@ -136,6 +147,40 @@ class Housekeeper:
                 terminated.append(runner.runner_id)
                 self.metrics.increment("orphans_terminated", labels={"backend": name})
         return tuple(found), tuple(terminated)
+
+    async def _idle_at_github(
+        self,
+        runner: RunnerState,
+        job: Job | None,
+        seen: dict[str, frozenset[str] | None],
+    ) -> bool:
+        """Whether GitHub shows ``runner`` idle (or does not know it): the runners of the
+        job's repository are listed once per pass (``seen``: repository → busy runner
+        names, ``None`` when GitHub could not say). A runner GitHub could not be asked
+        about is kept for the next pass: removing a busy runner fails a job."""
+        name = runner.runner_name
+        if self.github is None or job is None or not name:
+            return True
+        repository = job.repository
+        if repository not in seen:
+            try:
+                listed = await self.github.list_runners(repository)
+            except AdapterError as exc:
+                _log.warning("runners of %s not listed at GitHub: %s", repository, exc)
+                seen[repository] = None
+            else:
+                seen[repository] = frozenset(r.name for r in listed if r.busy)
+        busy = seen[repository]
+        if busy is None:
+            return False
+        if name in busy:
+            _log.info(
+                "runner %s (launched for job %s) is busy at GitHub with another job; kept",
+                name,
+                job.job_id,
+            )
+            return False
+        return True
 
     async def _busy_runner_names(self) -> set[str]:
         """Runners GitHub reports running a job that is not finished yet."""

@@ -120,6 +120,7 @@ class World:
             providers={"memory": self.provider},
             clock=self.clock,
             metrics=self.metrics,
+            github=self.github,
         )
 
     async def dispatch_all(self, owner: str = "worker-1") -> list[str]:

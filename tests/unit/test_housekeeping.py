@@ -4,8 +4,9 @@ from runs_fleet_core.domain.ids import JobId
 from runs_fleet_core.domain.job import JobStatus
 from runs_fleet_core.domain.messages import WorkflowJobAction
 from runs_fleet_core.domain.runner import RunnerPhase
+from runs_fleet_core.errors import AdapterError
 
-from .conftest import World, event
+from .conftest import REPO, World, event
 
 
 async def _finish(world: World, job_id: int) -> None:
@@ -125,3 +126,42 @@ async def test_a_runner_passed_over_for_its_job_is_removed_once_the_swap_is_old_
     job_1 = await world.state.get_job(JobId(1))
     assert job_1 is not None
     assert report.terminated == (job_1.runner_id,)  # job 2's runner runs job 1: kept
+
+
+async def _busy_at_github(world: World, runner_name: str, busy: bool) -> None:
+    [registered] = [r for r in await world.github.list_runners(REPO) if r.name == runner_name]
+    world.github.set_runner_state(REPO, registered.runner_id, busy=busy)
+
+
+async def test_a_runner_github_shows_busy_is_kept_though_its_own_job_ended(
+    world: World,
+) -> None:
+    """A JIT runner may take any job with its labels; until that job's ``in_progress``
+    arrives (late, or lost), only GitHub knows the runner works: it is not removed."""
+    await world.intake().take(event(1))
+    await world.dispatch_all()
+    await _finish(world, 1)  # GitHub ran job 1 elsewhere; its runner took another job
+    job = await world.state.get_job(JobId(1))
+    assert job is not None and job.runner_name is not None
+    await _busy_at_github(world, job.runner_name, True)
+    world.clock.advance(601)
+    keeper = world.housekeeper()
+    assert (await keeper.run()).terminated == ()
+    assert world.metrics.count("orphans_spared") == 1
+    await _busy_at_github(world, job.runner_name, False)  # that job is done
+    assert (await keeper.run()).terminated == (job.runner_id,)
+
+
+async def test_an_orphan_is_kept_while_github_cannot_say_whether_its_runner_is_busy(
+    world: World,
+) -> None:
+    await world.intake().take(event(1))
+    await world.dispatch_all()
+    await _finish(world, 1)
+    world.clock.advance(601)
+    world.github.fail_next.append(AdapterError("GitHub is unreachable"))
+    keeper = world.housekeeper()
+    assert (await keeper.run()).terminated == ()
+    job = await world.state.get_job(JobId(1))
+    assert job is not None
+    assert (await keeper.run()).terminated == (job.runner_id,)
