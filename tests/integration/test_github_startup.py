@@ -145,17 +145,22 @@ def serve_env(github_server: SimulatorServer, app_keys: AppKeyPair, tmp_path: Pa
 
     def env(**more: str) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("RUNS_FLEET_")}
-        settings = {
-            "RUNS_FLEET_MODE": "memory",
-            "RUNS_FLEET_GITHUB_ADAPTER": "github",
-            "RUNS_FLEET_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "RUNS_FLEET_GITHUB_APP_ID": str(APP_ID),
-            "RUNS_FLEET_GITHUB_APP_PRIVATE_KEY_FILE": str(key),
-            "RUNS_FLEET_GITHUB_API_URL": github_server.url,
-        }
-        return base | settings | more
+        return base | app_settings(github_server, key) | more
 
     return env
+
+
+def app_settings(github_server: SimulatorServer, key: Path) -> dict[str, str]:
+    """Memory mode with the GitHub App client against the simulator, the App's key in
+    ``key``."""
+    return {
+        "RUNS_FLEET_MODE": "memory",
+        "RUNS_FLEET_GITHUB_ADAPTER": "github",
+        "RUNS_FLEET_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "RUNS_FLEET_GITHUB_APP_ID": str(APP_ID),
+        "RUNS_FLEET_GITHUB_APP_PRIVATE_KEY_FILE": str(key),
+        "RUNS_FLEET_GITHUB_API_URL": github_server.url,
+    }
 
 
 def _no_secret(log: str, app_keys: AppKeyPair) -> None:
@@ -331,16 +336,7 @@ async def test_start_up_checks_the_repositories_of_the_jobs_waiting_for_a_runner
     outlive a process)."""
     key = tmp_path / "app.pem"
     key.write_bytes(app_keys.private_pem)
-    services = build_services(
-        {
-            "RUNS_FLEET_MODE": "memory",
-            "RUNS_FLEET_GITHUB_ADAPTER": "github",
-            "RUNS_FLEET_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "RUNS_FLEET_GITHUB_APP_ID": str(APP_ID),
-            "RUNS_FLEET_GITHUB_APP_PRIVATE_KEY_FILE": str(key),
-            "RUNS_FLEET_GITHUB_API_URL": github_server.url,
-        }
-    )
+    services = build_services(app_settings(github_server, key))
     now = datetime.now(UTC)
     for job_id, repository in enumerate((ORG_REPO, "stranger/repo", "octo-org/gone"), 81):
         job = Job.new(job_id=JobId(job_id), run_id=RunId("1"), repository=repository, at=now)
