@@ -17,7 +17,7 @@ import anyio.to_thread
 import attrs
 import yaml  # type: ignore[import-untyped]
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -302,6 +302,10 @@ def build_app(server: FakeKubeServer) -> Starlette:
             )
         except ApiError as exc:
             return _error_response(exc)
+        except ClientDisconnect:
+            # the client went away before its whole body came (a killed process, a reset
+            # connection): nothing was applied and nobody reads an answer
+            return Response(status_code=400)
         except Exception as exc:
             # A bug in the fake, not an answer Kubernetes would give: keep it for the
             # fixture to report, and answer 500 as a broken API server would.

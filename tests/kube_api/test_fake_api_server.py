@@ -385,3 +385,34 @@ class TestPatch:
         with pytest.raises(ApiException) as exc:
             apps.patch_namespaced_deployment("pool", NS, body, _content_type=apply)
         assert exc.value.status == 400
+
+
+def test_a_client_gone_before_its_whole_body_came_is_not_an_error_of_the_fake(
+    kube_api: KubeApi,
+) -> None:
+    """A killed process or a reset connection leaves a request half sent: nothing is
+    created, and the fake does not count it as a fault of its own."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    server = kube_api.server
+    address = urlsplit(server.url)
+    path = f"/api/v1/namespaces/{NS}/configmaps"
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: {address.netloc}\r\n"
+        f"authorization: Bearer {server.admin_token}\r\ncontent-type: application/json\r\n"
+        "content-length: 1000\r\n\r\n"
+    )
+    with socket.create_connection((address.hostname, address.port)) as raw:
+        raw.sendall(head.encode() + b'{"metadata": {"name": "half')
+        time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while not any(r.path == path for r in server.requests) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert server.internal_errors == []
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_api.api_client())
+    assert core.list_namespaced_config_map(NS).items == []
